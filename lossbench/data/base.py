@@ -1,0 +1,302 @@
+"""The DataModule contract: tensors on the training device, batches sliced, a DataInfo.
+
+Every dataset in lossbench subclasses :class:`TensorDataModule` and implements
+:meth:`TensorDataModule.load`, returning raw train/val/test splits as tensors. The base
+class then normalises (fit on the training split only), measures the data's traits into
+a :class:`DataInfo`, and serves batches by slicing tensors that live on the training
+device — no per-sample collation, which dominates the run time of small models.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from ..errors import DataError
+
+NORMALIZERS = ("standard", "robust", "minmax", "none")
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What the rest of lossbench needs to know about a dataset (after ``setup``)."""
+
+    name: str
+    task: str  # "regression" | "multiclass" | "binary"
+    input_shape: tuple[int, ...]
+    num_classes: int | None = None  # None for regression
+    class_counts: list[int] | None = None  # per class, training split
+    n_train: int = 0
+    n_val: int = 0
+    n_test: int = 0
+    outlier_fraction: float | None = None  # measured on the training targets (regression)
+    imbalance_ratio: float | None = None  # largest / smallest training class
+    label_noise: float | None = None  # fraction of training labels flipped, where known
+    normalize: str = "none"
+    target_normalize: str = "none"
+    # regression targets are trained normalised: original = normalised * target_scale + target_shift
+    target_shift: float = 0.0
+    target_scale: float = 1.0
+    objective: str = "loss"  # metric name without split prefix: val_<objective> selects, test_<objective> ranks
+    objective_mode: str = "min"  # "min" | "max"
+    extra: dict[str, Any] = field(default_factory=dict)  # dataset-specific facts for the report
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Splits:
+    """Raw (unnormalised) splits as returned by :meth:`TensorDataModule.load`.
+
+    ``x_*`` are float tensors ``(N, *input_shape)``. ``y_*`` are float ``(N,)`` for
+    regression and int64 ``(N,)`` class indices for classification.
+    """
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class TensorBatches:
+    """An iterable of ``(x, y)`` batches sliced from tensors; what the loaders return.
+
+    Shuffling uses its own seeded generator, advanced once per epoch, so a run is
+    reproducible. Under ``torch.distributed`` each rank takes its own share of every
+    epoch's permutation.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int, drop_last: bool = False):
+        self.x, self.y = x, y
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def _rank_world(self) -> tuple[int, int]:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+
+    def _n_local(self) -> int:
+        rank, world = self._rank_world()
+        return len(range(rank, self.x.shape[0], world))
+
+    def __len__(self) -> int:
+        n = self._n_local()
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = self.x.shape[0]
+        rank, world = self._rank_world()
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(n, generator=g)[rank::world].to(self.x.device)
+            self.epoch += 1
+        else:
+            order = None if world == 1 else torch.arange(rank, n, world, device=self.x.device)
+        m = n if order is None else order.numel()
+        stop = m - (m % self.batch_size) if self.drop_last else m
+        for start in range(0, stop, self.batch_size):
+            if order is None:
+                yield self.x[start : start + self.batch_size], self.y[start : start + self.batch_size]
+            else:
+                idx = order[start : start + self.batch_size]
+                yield self.x[idx], self.y[idx]
+
+
+def _fit_normalizer(x: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(shift, scale) such that (x - shift) / scale is normalised; per feature, dim 0 = samples."""
+    if kind not in NORMALIZERS:
+        raise DataError(f"normalize must be one of {', '.join(NORMALIZERS)}, got {kind!r}.")
+    x = x.double()
+    if kind == "none":
+        return torch.zeros(x.shape[1:], dtype=x.dtype), torch.ones(x.shape[1:], dtype=x.dtype)
+    if kind == "standard":
+        shift, scale = x.mean(0), x.std(0, unbiased=False)
+    elif kind == "robust":
+        q = torch.quantile(x.reshape(x.shape[0], -1), torch.tensor([0.25, 0.5, 0.75], dtype=x.dtype), dim=0)
+        shift, scale = q[1].reshape(x.shape[1:]), (q[2] - q[0]).reshape(x.shape[1:])
+    else:  # minmax
+        lo, hi = x.min(0).values, x.max(0).values
+        shift, scale = lo, hi - lo
+    scale = torch.where(scale > 1e-12, scale, torch.ones_like(scale))  # constant features stay put
+    return shift, scale
+
+
+class TensorDataModule(pl.LightningDataModule):
+    """Base class of every lossbench dataset. Subclasses implement :meth:`load`.
+
+    Parameters common to all datasets: ``batch_size``, ``seed`` (fixes the data; set
+    from the top-level ``seed``), ``normalize`` (features: standard, robust, minmax or
+    none; fit on the training split only) and ``normalize_target`` (regression only).
+    """
+
+    name = "tensor"
+    task = "multiclass"
+    objective = ("loss", "min")  # (metric without split prefix, "min" | "max")
+
+    def __init__(
+        self,
+        batch_size: int = 128,
+        seed: int = 0,
+        normalize: str = "standard",
+        normalize_target: str = "standard",
+        eval_batch_size: int = 4096,
+    ):
+        super().__init__()
+        if normalize not in NORMALIZERS:
+            raise DataError(f"data.normalize must be one of {', '.join(NORMALIZERS)}, got {normalize!r}.")
+        if normalize_target not in NORMALIZERS:
+            raise DataError(
+                f"data.normalize_target must be one of {', '.join(NORMALIZERS)}, got {normalize_target!r}."
+            )
+        if int(batch_size) < 1:
+            raise DataError(f"data.batch_size must be a positive integer, got {batch_size!r}.")
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size)
+        self.seed = int(seed)
+        self.normalize = normalize
+        self.normalize_target = normalize_target
+        self._tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._info: DataInfo | None = None
+        self._loaders: dict[str, TensorBatches] = {}
+
+    # ---------------------------------------------------------------- subclass API
+    def load(self) -> Splits:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def traits(self, splits: Splits) -> dict[str, Any]:
+        """Measured traits for :class:`DataInfo` (outlier_fraction, label_noise, ...)."""
+        return {}
+
+    # ---------------------------------------------------------------- lifecycle
+    def setup(self, stage: str | None = None) -> None:
+        if self._tensors is not None:
+            return
+        s = self.load()
+        self._check_splits(s)
+        shift, scale = _fit_normalizer(s.x_train, self.normalize)
+
+        def norm_x(x: torch.Tensor) -> torch.Tensor:
+            return ((x.double() - shift) / scale).float()
+
+        tshift, tscale = 0.0, 1.0
+        ys = [s.y_train, s.y_val, s.y_test]
+        if self.task == "regression":
+            ts, tc = _fit_normalizer(s.y_train.reshape(-1, 1), self.normalize_target)
+            tshift, tscale = float(ts[0]), float(tc[0])
+            ys = [((y.double() - tshift) / tscale).float() for y in ys]
+        else:
+            ys = [y.long() for y in ys]
+        self._tensors = {
+            "train": (norm_x(s.x_train), ys[0]),
+            "val": (norm_x(s.x_val), ys[1]),
+            "test": (norm_x(s.x_test), ys[2]),
+        }
+        counts = None
+        n_classes = None
+        imbalance = None
+        if self.task != "regression":
+            n_classes = int(self.num_classes(s))
+            counts = torch.bincount(s.y_train.long(), minlength=n_classes).tolist()
+            nz = [c for c in counts if c > 0]
+            imbalance = max(nz) / min(nz) if nz else None
+        objective, mode = self.objective
+        self._info = DataInfo(
+            name=self.name,
+            task=self.task,
+            input_shape=tuple(s.x_train.shape[1:]),
+            num_classes=n_classes,
+            class_counts=counts,
+            n_train=int(s.x_train.shape[0]),
+            n_val=int(s.x_val.shape[0]),
+            n_test=int(s.x_test.shape[0]),
+            imbalance_ratio=imbalance,
+            normalize=self.normalize,
+            target_normalize=self.normalize_target if self.task == "regression" else "none",
+            target_shift=tshift,
+            target_scale=tscale,
+            objective=objective,
+            objective_mode=mode,
+            extra=dict(s.extra),
+            **self.traits(s),
+        )
+
+    def num_classes(self, s: Splits) -> int:
+        return int(max(int(s.y_train.max()), int(s.y_val.max()), int(s.y_test.max())) + 1)
+
+    def _check_splits(self, s: Splits) -> None:
+        for split in ("train", "val", "test"):
+            x, y = getattr(s, f"x_{split}"), getattr(s, f"y_{split}")
+            if x.shape[0] != y.shape[0]:
+                raise DataError(f"{self.name}: {split} split has {x.shape[0]} inputs but {y.shape[0]} targets.")
+            if x.shape[0] == 0:
+                raise DataError(f"{self.name}: the {split} split is empty; use more data or smaller val/test fractions.")
+            if not torch.isfinite(x).all():
+                raise DataError(f"{self.name}: the {split} inputs contain NaN or infinite values.")
+            if y.is_floating_point() and not torch.isfinite(y).all():
+                raise DataError(f"{self.name}: the {split} targets contain NaN or infinite values.")
+
+    @property
+    def info(self) -> DataInfo:
+        if self._info is None:
+            self.setup("fit")
+        assert self._info is not None
+        return self._info
+
+    def tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._tensors is None:
+            self.setup("fit")
+        assert self._tensors is not None
+        return self._tensors[split]
+
+    def to_device(self, device: torch.device | str) -> None:
+        """Move every split to ``device`` once; loaders then slice on the device."""
+        if self._tensors is None:
+            self.setup("fit")
+        assert self._tensors is not None
+        self._tensors = {k: (x.to(device), y.to(device)) for k, (x, y) in self._tensors.items()}
+        for split, loader in self._loaders.items():
+            loader.x, loader.y = self._tensors[split]
+
+    # ---------------------------------------------------------------- loaders
+    def _loader(self, split: str) -> TensorBatches:
+        x, y = self.tensors(split)
+        if split not in self._loaders:
+            train = split == "train"
+            self._loaders[split] = TensorBatches(
+                x, y, self.batch_size if train else self.eval_batch_size, shuffle=train, seed=self.seed
+            )
+        loader = self._loaders[split]
+        loader.x, loader.y = x, y
+        return loader
+
+    def train_dataloader(self) -> TensorBatches:
+        return self._loader("train")
+
+    def val_dataloader(self) -> TensorBatches:
+        return self._loader("val")
+
+    def test_dataloader(self) -> TensorBatches:
+        return self._loader("test")
+
+
+def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A seeded random train/val/test split of ``range(n)``."""
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n)
+    n_test = int(round(n * test_fraction))
+    n_val = int(round(n * val_fraction))
+    return perm[n_test + n_val :], perm[n_test : n_test + n_val], perm[:n_test]

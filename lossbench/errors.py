@@ -1,0 +1,54 @@
+"""Errors that lossbench raises for a user's mistake.
+
+A :class:`LossbenchError` carries a message that names the problem and the fix. The
+command line prints it without a traceback and exits non-zero; ``LOSSBENCH_DEBUG=1``
+shows the traceback too. Everything else is a bug or an environment failure and keeps
+its traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class LossbenchError(ValueError):
+    """A user-facing error: bad configuration, bad data, bad input.
+
+    Subclasses ``ValueError`` so that code catching ``ValueError`` around a loss call
+    keeps working.
+    """
+
+
+class UnknownNameError(LossbenchError, KeyError):
+    """A name (loss, dataset, model, experiment, parameter) that is not registered."""
+
+    def __str__(self) -> str:  # KeyError would wrap the message in quotes
+        return str(self.args[0]) if self.args else ""
+
+
+class ParameterError(LossbenchError):
+    """A hyperparameter of the wrong type or outside its valid range."""
+
+
+class DataError(LossbenchError):
+    """Input data that cannot be used as given (missing file, NaN, wrong shape, ...)."""
+
+
+class TrackingError(LossbenchError):
+    """The MLflow tracking store cannot be reached or used."""
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """Return ``" Did you mean 'x'?"`` for the closest choice, or ``""``."""
+    close = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=0.6)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def unknown_name(kind: str, name: str, choices: Iterable[str], hint: str = "") -> UnknownNameError:
+    """Build the one message format for an unknown name of any kind."""
+    choices = sorted(choices)
+    msg = f"Unknown {kind} '{name}'.{did_you_mean(name, choices)} Available: {', '.join(choices)}."
+    if hint:
+        msg += f" {hint}"
+    return UnknownNameError(msg)

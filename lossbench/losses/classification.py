@@ -1,0 +1,1 @@
+"""classification losses (being written)."""

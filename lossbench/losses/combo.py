@@ -1,0 +1,1 @@
+"""combo losses (being written)."""

@@ -1,0 +1,1 @@
+"""divergence losses (being written)."""
