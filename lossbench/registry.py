@@ -276,11 +276,14 @@ class LossSpec:
 def task_fits(loss_tasks: Sequence[str], data_task: str) -> bool:
     """Whether a loss declared for ``loss_tasks`` can train on data of ``data_task``.
 
-    Binary data also fits multi-class losses: the model then emits two logits.
+    Binary data also fits multi-class losses (the model then emits two logits), and
+    class-label data fits distribution losses (kl_div, js_div) through one-hot targets.
     """
     if data_task in loss_tasks:
         return True
-    return data_task == "binary" and "multiclass" in loss_tasks
+    if data_task == "binary" and "multiclass" in loss_tasks:
+        return True
+    return data_task in ("binary", "multiclass") and "distribution" in loss_tasks
 
 
 # --------------------------------------------------------------------------- registry

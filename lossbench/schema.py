@@ -9,7 +9,9 @@ Params
     the full resolved config, flattened with dots: ``loss.name``, ``loss.delta``,
     ``data.name``, ``data.outlier_fraction``, ``model.name``, ``optimizer.lr``, ``seed``...
 Metrics
-    per epoch ``train_loss``, ``val_loss`` and ``val_<m>``; once at the end ``test_<m>``.
+    per epoch ``train_loss``, ``val_loss`` and ``val_<m>``; once at the end ``test_<m>``
+    and ``best_val_objective`` (the best validation value of the objective, whose weights
+    were restored before testing: model selection on validation, never on test).
     Classification ``<m>``: CLASSIFICATION_METRICS plus ``recall_class_<k>``.
     Regression ``<m>``: REGRESSION_METRICS, in the targets' original units.
 Artifacts
@@ -38,6 +40,8 @@ TAG_FAILURE_STEP = "failure_step"
 TAG_LOSS_PARAMS = "loss_params"  # JSON of the loss's hyperparameters
 TAG_STUDY = "optuna_study"
 TAG_TRIAL = "optuna_trial"
+
+METRIC_BEST_VAL = "best_val_objective"
 
 FAILURE_DIVERGED = "diverged"
 FAILURE_ERROR = "error"

@@ -1,0 +1,139 @@
+"""``python -m lossbench loss=<name> data=<name> [model=<name>] [key=value ...]``
+
+A Hydra application (``--help``, ``--cfg job``, ``--info``, ``-m`` for sweeps and tab
+completion work as in any Hydra app). A user's mistake prints one clear message and
+exits with status 2; set ``LOSSBENCH_DEBUG=1`` to see the traceback too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from .configs import CONFIG_DIR
+from .errors import LossbenchError, unknown_name
+
+log = logging.getLogger("lossbench")
+
+# config groups a user picks by name on the command line
+_GROUPS = ("loss", "data", "model", "optimizer", "trainer", "scheduler", "experiment", "tracking")
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+
+
+def preflight(argv: list[str]) -> None:
+    """Check group choices (``loss=hubr``) before Hydra starts, with a did-you-mean."""
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key, _, value = arg.partition("=")
+        key = key.lstrip("+~")
+        if key not in _GROUPS or not value:
+            continue
+        choices = _options(key)
+        # sweeps: loss=mse,l1  or  loss=choice(mse,l1)
+        inner = value[value.find("(") + 1 : value.rfind(")")] if value.endswith(")") and "(" in value else value
+        for v in (x.strip() for x in inner.split(",")):
+            if v and v != "null" and v not in choices:
+                raise unknown_name(key, v, choices, hint=f"The {key} configs live in {Path(CONFIG_DIR) / key}.")
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+def _app(cfg: DictConfig) -> object:
+    from . import pipeline
+    from .sweep import sweep_id_from_dir
+
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    sweep_id = sweep_id_from_dir(hc.sweep.dir) if multirun else None
+    overrides = " ".join(hc.overrides.task)
+    try:
+        result = pipeline.run(cfg, sweep_id=sweep_id, overrides=overrides, multirun=multirun)
+    except LossbenchError as exc:
+        if os.environ.get("LOSSBENCH_DEBUG"):
+            raise
+        if not multirun:
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+        from .sweep import record_invalid_job
+
+        record_invalid_job(cfg, sweep_id, overrides, exc)
+        log.info(f"[job {hc.job.num}] invalid   {overrides}: {exc}")
+        return None
+    except pipeline.Interrupted:
+        print("\nInterrupted: the current run is recorded as KILLED.", file=sys.stderr)
+        raise SystemExit(130) from None
+    if multirun:
+        log.info(f"[job {hc.job.num}] {_one_line(result)}  [{overrides}]")
+    else:
+        _summary(result)
+        if result.status == "FAILED" and result.failure != "diverged":
+            raise SystemExit(1)
+    return result.status
+
+
+def _one_line(r: object) -> str:
+    from .pipeline import RunResult
+
+    assert isinstance(r, RunResult)
+    if r.status == "SKIPPED":
+        return f"skipped   {r.run_name}: {r.message}"
+    if r.status == "FAILED":
+        return f"{r.failure:9s} {r.run_name}: {r.message}"
+    key = f"test_{r.objective}"
+    shown = f"{key}={r.metrics[key]:.4g}" if key in r.metrics else ""
+    return f"finished  {r.run_name}: {shown}"
+
+
+def _summary(r: object) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from . import tracking
+    from .pipeline import RunResult
+
+    assert isinstance(r, RunResult)
+    console = Console(stderr=False)
+    if r.status == "SKIPPED":
+        console.print(f"[yellow]Skipped[/]: {r.run_name} {r.message}.")
+        return
+    if r.status == "FAILED":
+        console.print(f"[red]Run {r.run_name} {r.failure}[/]: {r.message}")
+    else:
+        table = Table(title=f"{r.run_name}: test metrics", show_header=True)
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for k, v in r.metrics.items():
+            if k.startswith("test_recall_class_"):
+                continue
+            table.add_row(k, f"{v:.4f}")
+        console.print(table)
+    console.print(f"MLflow experiment [bold]{r.experiment_name}[/], run [bold]{r.run_name}[/] ({r.run_id}) at {r.tracking_uri}")
+    console.print(f"Open the UI: {tracking.ui_command(r.tracking_uri)}")
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    try:
+        preflight(argv)
+    except LossbenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    _app()
+    from .sweep import EXIT_STATUS
+
+    if EXIT_STATUS["code"]:
+        raise SystemExit(EXIT_STATUS["code"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""The one LightningModule: any network, any registered loss, any optimizer.
+
+It adapts the network's output to the loss's input convention, logs per-epoch metrics
+with the epoch as the MLflow step, stops a run the moment its loss stops being finite,
+and keeps the best validation weights in memory so the test split is scored with the
+model selected on validation (no checkpoint files needed).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from .. import metrics as M
+from ..data.base import DataInfo
+from ..schema import METRIC_BEST_VAL
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite: a result to record, not a crash."""
+
+    def __init__(self, step: int, epoch: int, value: float):
+        super().__init__(f"the training loss became {value} at step {step} (epoch {epoch})")
+        self.step, self.epoch, self.value = step, epoch, value
+
+
+def output_kind(loss_tasks: tuple[str, ...], data_task: str) -> str:
+    """How network outputs and targets are shaped for this (loss, data) pair.
+
+    ``"regression"``: one output, float targets. ``"binary"``: one logit, float {0,1}
+    targets. ``"multiclass"``: C logits, class-index targets. ``"distribution"``: C
+    logits, one-hot target rows.
+    """
+    if data_task == "regression":
+        return "regression"
+    if data_task == "binary" and "binary" in loss_tasks:
+        return "binary"
+    if "multiclass" in loss_tasks:
+        return "multiclass"
+    if "distribution" in loss_tasks:
+        return "distribution"
+    raise ValueError(f"no output convention for a {loss_tasks} loss on {data_task} data")
+
+
+def num_outputs(kind: str, info: DataInfo) -> int:
+    return 1 if kind in ("regression", "binary") else int(info.num_classes or 0)
+
+
+class LossbenchModule(pl.LightningModule):
+    def __init__(
+        self,
+        net: nn.Module,
+        loss: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        info: DataInfo,
+        kind: str,
+        scheduler: Callable[..., Any] | None = None,
+    ):
+        super().__init__()
+        self.net = net
+        self.loss_fn = loss
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.info = info
+        self.kind = kind
+        self.objective = info.objective
+        self.maximize = info.objective_mode == "max"
+        self.best_value = -math.inf if self.maximize else math.inf
+        self.best_epoch = -1
+        self._best_state: dict[str, torch.Tensor] | None = None
+        self._train_sum: torch.Tensor | None = None
+        self._train_n = 0
+        self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"val": [], "test": []}
+        self.history: list[dict[str, float]] = []  # per-epoch metrics, for the curve artifact
+        self.test_metrics: dict[str, float] = {}
+        self.per_class: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ plumbing
+    def setup(self, stage: str) -> None:
+        dm = self.trainer.datamodule if self.trainer is not None else None
+        if dm is not None and hasattr(dm, "to_device"):
+            dm.to_device(self.trainer.strategy.root_device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def _adapt(self, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.kind == "regression":
+            return out.reshape(-1), y.to(out.dtype)
+        if self.kind == "binary":
+            return out.reshape(-1), y.to(out.dtype)
+        if self.kind == "distribution":
+            return out, nn.functional.one_hot(y, out.shape[1]).to(out.dtype)
+        return out, y
+
+    def configure_optimizers(self) -> Any:
+        # learnable loss parameters (adaptive barron, learnable combo terms) train too
+        opt = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
+        if self.scheduler_factory is None:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=opt), "interval": "epoch"}}
+
+    # ------------------------------------------------------------------ train
+    def on_train_epoch_start(self) -> None:
+        self._train_sum = torch.zeros((), device=self.device)
+        self._train_n = 0
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        pred, target = self._adapt(self.net(x), y)
+        loss = self.loss_fn(pred, target)
+        # one host sync per step: a diverged run must stop at the step it diverged
+        if not bool(torch.isfinite(loss)):
+            raise Diverged(int(self.global_step), int(self.current_epoch), float(loss))
+        assert self._train_sum is not None
+        self._train_sum = self._train_sum + loss.detach() * x.shape[0]
+        self._train_n += x.shape[0]
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        if self._train_sum is not None and self._train_n:
+            self._epoch_metrics["train_loss"] = float(self._train_sum) / self._train_n
+        self._flush_epoch()
+
+    # ------------------------------------------------------------------ val / test
+    def _collect(self, split: str, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+        x, y = batch
+        out = self.net(x)
+        self._outputs[split].append((out.detach(), y))
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._collect("val", batch)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._collect("test", batch)
+
+    def _evaluate(self, split: str) -> tuple[dict[str, float], list[dict[str, Any]]]:
+        outs = self._outputs[split]
+        self._outputs[split] = []
+        out = torch.cat([o for o, _ in outs]).float()
+        y = torch.cat([t for _, t in outs])
+        pred, target = self._adapt(out, y)
+        with torch.no_grad():
+            loss = float(self.loss_fn(pred, target))
+        metrics: dict[str, float] = {"loss": loss}
+        per_class: list[dict[str, Any]] = []
+        if self.kind == "regression":
+            scale, shift = self.info.target_scale, self.info.target_shift
+            metrics.update(M.regression_metrics((pred * scale + shift).cpu(), (target * scale + shift).cpu()))
+        else:
+            if self.kind == "binary":
+                p1 = torch.sigmoid(pred)
+                probs = torch.stack([1 - p1, p1], dim=1)
+            else:
+                probs = torch.softmax(out, dim=1)
+            metrics.update(M.classification_metrics(probs.cpu(), y.cpu(), self.info.class_counts))
+            if split == "test":
+                per_class = M.per_class_table(probs.cpu(), y.cpu(), self.info.class_counts)
+        return metrics, per_class
+
+    @property
+    def _epoch_metrics(self) -> dict[str, float]:
+        if not hasattr(self, "_pending") or self._pending.get("_epoch") != self.current_epoch:
+            self._pending = {"_epoch": self.current_epoch}
+        return self._pending
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            self._outputs["val"] = []
+            return
+        metrics, _ = self._evaluate("val")
+        for k, v in metrics.items():
+            if not k.startswith("recall_class_"):
+                self._epoch_metrics[f"val_{k}"] = v
+        value = metrics.get(self.objective, math.nan)
+        self.log(f"val_{self.objective}", value, prog_bar=True, logger=False)
+        better = value > self.best_value if self.maximize else value < self.best_value
+        if math.isfinite(value) and (better or self._best_state is None):
+            self.best_value, self.best_epoch = value, int(self.current_epoch)
+            self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.state_dict().items()}
+
+    def _flush_epoch(self) -> None:
+        row = {k: v for k, v in self._epoch_metrics.items() if k != "_epoch"}
+        if not row:
+            return
+        self.history.append({"epoch": int(self.current_epoch), **row})
+        if self.logger is not None:
+            self.logger.log_metrics(row, step=int(self.current_epoch))
+        self._pending = {"_epoch": -1}
+
+    def restore_best(self) -> None:
+        """Load the weights of the best validation epoch (model selection on validation)."""
+        if self._best_state is not None:
+            self.load_state_dict(copy.deepcopy(self._best_state))
+
+    def on_test_epoch_end(self) -> None:
+        metrics, per_class = self._evaluate("test")
+        self.test_metrics = {f"test_{k}": v for k, v in metrics.items()}
+        if math.isfinite(self.best_value):
+            self.test_metrics[METRIC_BEST_VAL] = self.best_value
+        self.per_class = per_class
+        if self.logger is not None:
+            self.logger.log_metrics(self.test_metrics, step=max(int(self.current_epoch), 0))

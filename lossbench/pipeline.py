@@ -1,0 +1,381 @@
+"""One experiment: resolved config in, one MLflow run out.
+
+``run(cfg)`` knows nothing of Hydra's command line: it takes a composed config (from the
+CLI, a sweep, or a test) and does, in order: validate everything a user can get wrong
+(data, loss, model, optimizer, tracking) before any training; create the MLflow run;
+train; select the best validation epoch; test; record. A diverged loss, an error, and
+an interruption each end the run with its own status, so the record stays complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import io
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import traceback
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from . import __version__
+from . import schema as S
+from . import tracking
+from .errors import LossbenchError, ParameterError, unknown_name
+
+log = logging.getLogger("lossbench")
+
+# data config keys that say where/how data is read, not which data variant it is
+_NOT_SCENARIO = ("seed", "batch_size", "eval_batch_size", "data_dir", "download", "name")
+
+
+@dataclass
+class RunResult:
+    status: str  # FINISHED | FAILED | KILLED | SKIPPED
+    run_name: str
+    run_id: str | None = None
+    experiment_id: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    failure: str | None = None  # diverged | error
+    message: str = ""
+    tracking_uri: str = ""
+    experiment_name: str = ""
+    objective: str = ""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during a run (the run is recorded as KILLED)."""
+
+
+# ---------------------------------------------------------------------------- quiet
+def silence_lightning() -> None:
+    """Silence Lightning's tips and known-harmless warnings; keep real warnings."""
+    import pytorch_lightning  # noqa: F401 - its import sets its loggers to INFO; override after
+
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in (
+        r".*does not have many workers.*",
+        r".*GPU available but not used.*",
+        r".*The number of training batches .* is smaller than the logging interval.*",
+        r".*Your `.*_dataloader`'s sampler has shuffling enabled.*",
+        r".*Total length of `.*` across ranks is zero.*",
+        r".*`training_step` returned `None`.*",
+        r".*torch.cuda.amp.*deprecated.*",
+        r".*Checkpoint directory .* exists and is not empty.*",
+        r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
+        r".*You defined a `validation_step` but have no `val_dataloader`.*",
+    ):
+        warnings.filterwarnings("ignore", message=pattern)
+    if torch.cuda.is_available():  # Tensor Cores: say what we want instead of being warned
+        torch.set_float32_matmul_precision("high")
+
+
+# ---------------------------------------------------------------------------- build
+def _split_name(node: Mapping[str, Any], group: str) -> tuple[str, dict[str, Any]]:
+    d = dict(node)
+    name = d.pop("name", None)
+    if name is None:
+        raise LossbenchError(f"The {group} config has no 'name'. Choose one with {group}=<name>.")
+    return str(name), d
+
+
+def _instantiate(group: str, name: str, node: dict[str, Any], **extra: Any) -> Any:
+    """hydra.utils.instantiate with errors turned into a message naming the bad key."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import get_class, instantiate
+
+    target = node.get("_target_")
+    if target is None:
+        raise LossbenchError(f"The {group} config '{name}' has no _target_.")
+    try:
+        cls = get_class(target)
+    except Exception:  # noqa: BLE001
+        cls = None
+    if cls is not None:
+        sig = inspect.signature(cls)
+        accepted = set(sig.parameters)
+        if not any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+            for key in node:
+                if not key.startswith("_") and key not in accepted:
+                    raise unknown_name(
+                        f"parameter {group}.{key} for {group} '{name}' —", key, sorted(accepted - set(extra))
+                    )
+    try:
+        return instantiate(node, **extra, _convert_="all")
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        if isinstance(cause, LossbenchError):
+            raise cause from None
+        raise LossbenchError(f"Cannot build {group} '{name}': {cause or exc}") from None
+
+
+def scenario_key(data_name: str, data_cfg: Mapping[str, Any]) -> str:
+    parts = [f"{k}={data_cfg[k]}" for k in sorted(data_cfg) if k not in _NOT_SCENARIO and not k.startswith("_")]
+    return f"{data_name}({', '.join(parts)})" if parts else data_name
+
+
+@dataclass
+class Prepared:
+    cfg: dict[str, Any]
+    datamodule: Any
+    info: Any
+    loss: torch.nn.Module
+    loss_name: str
+    loss_params: dict[str, Any]
+    data_name: str
+    model_name: str
+    net: torch.nn.Module
+    kind: str
+    optimizer: Any
+    scheduler: Any
+    seed: int
+
+
+def prepare(cfg: DictConfig | Mapping[str, Any]) -> Prepared:
+    """Everything up to (not including) training. Every user mistake surfaces here."""
+    from .losses import validation
+    from .models.module import num_outputs, output_kind
+    from .registry import loss_info
+
+    c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    for key in ("loss", "data", "model", "optimizer", "trainer", "tracking"):
+        if key not in c or c[key] is None:
+            raise LossbenchError(f"The config has no '{key}' node. Choose one with {key}=<name>.")
+    seed = c.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ParameterError(f"seed must be a non-negative integer, got {seed!r}.")
+
+    import pytorch_lightning as pl
+
+    pl.seed_everything(seed, workers=False, verbose=False)
+    data_name, data_cfg = _split_name(c["data"], "data")
+    dm = _instantiate("data", data_name, data_cfg)
+    info = dm.info  # loads and checks the data
+
+    loss_name, loss_cfg = _split_name(c["loss"], "loss")
+    loss_cfg.pop("reduction", None)
+    loss = _build_loss(loss_name, loss_cfg, info)
+    kind = output_kind(tuple(loss.tasks), info.task)
+
+    model_name, model_cfg = _split_name(c["model"], "model")
+    net = _instantiate("model", model_name, model_cfg, input_shape=tuple(info.input_shape), num_outputs=num_outputs(kind, info))
+
+    opt_cfg = dict(c["optimizer"])
+    opt_name = opt_cfg.pop("name", "optimizer")
+    lr = opt_cfg.get("lr")
+    if not isinstance(lr, int | float) or isinstance(lr, bool) or not (lr > 0 and math.isfinite(lr)):
+        raise ParameterError(f"optimizer.lr must be a positive number, got {lr!r}.")
+    opt_cfg["_partial_"] = True
+    optimizer = _instantiate("optimizer", opt_name, opt_cfg)
+    sched_cfg = c.get("scheduler")
+    scheduler = None
+    if sched_cfg:
+        sched_cfg = dict(sched_cfg)
+        sched_name = sched_cfg.pop("name", "scheduler")
+        sched_cfg["_partial_"] = True
+        scheduler = _instantiate("scheduler", sched_name, sched_cfg)
+
+    # one real forward pass with value checks on, so shape/label problems surface now
+    x, y = dm.tensors("train")
+    from .models.module import LossbenchModule
+
+    probe = LossbenchModule(net, loss, optimizer, info, kind)
+    with validation(True), torch.no_grad():
+        pred, target = probe._adapt(net(x[:8]), y[:8])
+        loss(pred, target)
+    spec_params = {p.name for p in loss_info(loss_name).params}
+    loss_params = {k: v for k, v in loss_cfg.items() if k in spec_params and k != "class_counts"}
+    return Prepared(c, dm, info, loss, loss_name, loss_params, data_name, model_name, net, kind, optimizer, scheduler, seed)
+
+
+def _build_loss(name: str, params: dict[str, Any], info: Any) -> torch.nn.Module:
+    from .registry import create_loss
+
+    return create_loss(name, context=info, **params)
+
+
+# ---------------------------------------------------------------------------- run
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler's cancel) ends the run like Ctrl-C: recorded as KILLED."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Interrupted(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _progress_enabled(c: Mapping[str, Any], multirun: bool) -> bool:
+    flag = c["trainer"].get("enable_progress_bar", "auto")
+    if flag == "auto":
+        return (not multirun) and sys.stdout.isatty()
+    return bool(flag)
+
+
+def run(cfg: DictConfig | Mapping[str, Any], *, sweep_id: str | None = None, overrides: str = "", multirun: bool = False, quiet: bool = False) -> RunResult:
+    """Train and record one run. Raises LossbenchError for a user mistake, before any run exists."""
+    silence_lightning()
+    p = prepare(cfg)
+    c = p.cfg
+    uri = str(c["tracking"]["uri"])
+    exp_name = str(c["tracking"]["experiment_name"])
+    run_name = f"{p.loss_name}-{p.data_name}-s{p.seed}"
+    result = RunResult("RUNNING", run_name, tracking_uri=uri, experiment_name=exp_name, objective=p.info.objective)
+    exp_id = tracking.ensure_experiment(uri, exp_name)
+    result.experiment_id = exp_id
+    chash = tracking.config_hash(c)
+    if c["tracking"].get("skip_finished", True):
+        done = tracking.find_finished(uri, exp_id, chash)
+        if done:
+            result.status, result.run_id = "SKIPPED", done
+            result.message = f"already FINISHED as run {done} (tracking.skip_finished=false runs it again)"
+            return result
+
+    info = p.info
+    tags = {
+        S.TAG_LOSS: p.loss_name,
+        S.TAG_DATA: p.data_name,
+        S.TAG_MODEL: p.model_name,
+        S.TAG_TASK: info.task,
+        S.TAG_SEED: p.seed,
+        S.TAG_VERSION: __version__,
+        S.TAG_GIT: tracking.git_commit(),
+        S.TAG_OVERRIDES: overrides or None,
+        S.TAG_SWEEP: sweep_id,
+        S.TAG_CONFIG_HASH: chash,
+        S.TAG_SCENARIO: scenario_key(p.data_name, c["data"]),
+        S.TAG_OBJECTIVE: info.objective,
+        S.TAG_OBJECTIVE_MODE: info.objective_mode,
+        S.TAG_LOSS_PARAMS: json.dumps(p.loss_params, sort_keys=True, default=str),
+        "mlflow.note.content": f"lossbench {__version__}: loss={p.loss_name} data={p.data_name} model={p.model_name} seed={p.seed}",
+    }
+    params = tracking.flatten(c)
+    for k, v in info.as_dict().items():
+        if k in ("extra", "class_counts"):
+            continue
+        params[f"data_info.{k}"] = v
+    run_id = tracking.start_run(uri, exp_id, run_name, tags, params)
+    result.run_id = run_id
+    try:
+        _train(p, uri, run_id, result, multirun=multirun, quiet=quiet)
+    except BaseException:
+        if result.status == "RUNNING":  # anything _train did not record
+            tracking.end_run(uri, run_id, "FAILED", {S.TAG_FAILURE: S.FAILURE_ERROR})
+        raise
+    return result
+
+
+def _train(p: Prepared, uri: str, run_id: str, result: RunResult, *, multirun: bool, quiet: bool) -> None:
+    import pytorch_lightning as pl
+    from pytorch_lightning.loggers import MLFlowLogger
+
+    from .losses import validation
+    from .models.module import Diverged, LossbenchModule
+
+    c = p.cfg
+    module = LossbenchModule(p.net, p.loss, p.optimizer, p.info, p.kind, scheduler=p.scheduler)
+    logger = MLFlowLogger(
+        experiment_name=str(c["tracking"]["experiment_name"]),
+        tracking_uri=uri,
+        run_id=run_id,
+        log_model=False,
+    )
+    trainer_cfg = dict(c["trainer"])
+    trainer_cfg.pop("enable_progress_bar", None)
+    callbacks = []
+    progress = _progress_enabled(c, multirun) and not quiet
+    if progress:
+        from pytorch_lightning.callbacks import RichProgressBar
+
+        callbacks.append(RichProgressBar(leave=False))
+    trainer = pl.Trainer(
+        logger=logger,
+        callbacks=callbacks,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        **trainer_cfg,
+    )
+    try:
+        with _sigterm_as_interrupt(), validation(False), _quiet_stdout(not progress):
+            trainer.fit(module, datamodule=p.datamodule)
+            module.restore_best()
+            trainer.test(module, datamodule=p.datamodule, verbose=False)
+    except Diverged as exc:
+        result.status, result.failure = "FAILED", S.FAILURE_DIVERGED
+        result.message = str(exc)
+        tracking.end_run(uri, run_id, "FAILED", {S.TAG_FAILURE: S.FAILURE_DIVERGED, S.TAG_FAILURE_STEP: exc.step})
+        _log_curves(uri, run_id, module)
+        return
+    except (KeyboardInterrupt, SystemExit) as exc:
+        if isinstance(exc, SystemExit) and trainer.state.status.value != "interrupted":
+            raise
+        result.status, result.message = "KILLED", "interrupted"
+        tracking.end_run(uri, run_id, "KILLED")
+        raise Interrupted("interrupted") from None
+    except Exception as exc:  # noqa: BLE001 - any other failure is recorded, then reported
+        result.status, result.failure = "FAILED", S.FAILURE_ERROR
+        result.message = f"{type(exc).__name__}: {exc}"
+        tracking.log_text(uri, run_id, traceback.format_exc(), S.ARTIFACT_TRACEBACK)
+        tracking.end_run(uri, run_id, "FAILED", {S.TAG_FAILURE: S.FAILURE_ERROR})
+        return
+    result.metrics = dict(module.test_metrics)
+    tracking.log_text(uri, run_id, OmegaConf.to_yaml(OmegaConf.create(c)), S.ARTIFACT_CONFIG)
+    if module.per_class:
+        tracking.log_dict(uri, run_id, module.per_class, S.ARTIFACT_PER_CLASS)
+    _log_curves(uri, run_id, module)
+    tracking.end_run(uri, run_id, "FINISHED")
+    result.status = "FINISHED"
+
+
+@contextlib.contextmanager
+def _quiet_stdout(enabled: bool) -> Iterator[None]:
+    """Without a progress bar, swallow what Lightning prints to stdout (its banners)."""
+    if not enabled or os.environ.get("LOSSBENCH_DEBUG"):
+        yield
+        return
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+def _log_curves(uri: str, run_id: str, module: Any) -> None:
+    if not module.history:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = sorted({k for row in module.history for k in row if k != "epoch"})
+    shown = [k for k in ("train_loss", "val_loss", f"val_{module.objective}") if k in keys]
+    fig, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 3), squeeze=False)
+    for ax, key in zip(axes[0], shown, strict=True):
+        xs = [r["epoch"] for r in module.history if key in r]
+        ys = [r[key] for r in module.history if key in r]
+        ax.plot(xs, ys, marker="o", ms=3)
+        ax.set_title(key)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tracking.log_figure(uri, run_id, fig, S.ARTIFACT_CURVES)
+    plt.close(fig)

@@ -1,0 +1,92 @@
+"""Hydra multirun glue: one MLflow store and experiment per sweep, a line per job, a summary.
+
+:class:`SweepCallback` is registered in ``configs/train.yaml`` under ``hydra.callbacks``.
+Its ``on_multirun_start`` runs in the parent process before any launcher starts a
+worker, so the store and the experiment are created exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from . import schema as S
+from . import tracking
+
+log = logging.getLogger("lossbench")
+
+# set by the parent at the end of a sweep; read by the CLI for its exit status
+EXIT_STATUS = {"code": 0}
+
+
+def sweep_id_from_dir(sweep_dir: str) -> str:
+    """A readable sweep id from Hydra's sweep directory (``multirun/2026-11-24/07-00-00``)."""
+    parts = [p for p in re.split(r"[\\/]+", str(sweep_dir)) if p and p not in (".", "multirun")]
+    return "_".join(parts[-2:]) if parts else "sweep"
+
+
+class SweepCallback(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        uri = str(config.tracking.uri)
+        name = str(config.tracking.experiment_name)
+        tracking.ensure_experiment(uri, name)  # once, here, before workers start
+        log.info(f"lossbench sweep {sweep_id_from_dir(config.hydra.sweep.dir)} -> MLflow experiment '{name}' at {uri}")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        uri = str(config.tracking.uri)
+        name = str(config.tracking.experiment_name)
+        sid = sweep_id_from_dir(config.hydra.sweep.dir)
+        runs = tracking.sweep_runs(uri, name, sid)
+        summary = summarize(runs)
+        EXIT_STATUS["code"] = 1 if summary["error"] else 0
+        log.info(format_summary(summary, sid, name, uri))
+
+
+def summarize(runs: list[Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"FINISHED": 0, "diverged": 0, "error": 0, "KILLED": 0, "failed_runs": []}
+    for r in runs:
+        status = r.info.status
+        if status == "FINISHED":
+            out["FINISHED"] += 1
+        elif status == "KILLED":
+            out["KILLED"] += 1
+        elif status == "FAILED":
+            kind = r.data.tags.get(S.TAG_FAILURE, S.FAILURE_ERROR)
+            out["diverged" if kind == S.FAILURE_DIVERGED else "error"] += 1
+            out["failed_runs"].append((r.info.run_name, kind, r.data.tags.get(S.TAG_OVERRIDES, "")))
+    return out
+
+
+def format_summary(s: dict[str, Any], sid: str, name: str, uri: str) -> str:
+    lines = [
+        "",
+        f"Sweep {sid} done: {s['FINISHED']} finished, {s['diverged']} diverged, {s['error']} failed with an error"
+        + (f", {s['KILLED']} killed" if s["KILLED"] else "")
+        + ".",
+    ]
+    for run_name, kind, overrides in s["failed_runs"]:
+        lines.append(f"  {kind:8s} {run_name}  [{overrides}]")
+    lines.append(f"Report: python -m lossbench.report tracking.experiment_name={name} tracking.uri={uri}")
+    lines.append(f"Browse: {tracking.ui_command(uri)}")
+    return "\n".join(lines)
+
+
+def record_invalid_job(cfg: DictConfig, sweep_id: str | None, overrides: str, exc: Exception) -> None:
+    """A sweep job whose config is invalid still leaves a FAILED run, so the record is complete."""
+    uri = str(cfg.tracking.uri)
+    exp_id = tracking.ensure_experiment(uri, str(cfg.tracking.experiment_name))
+    loss = str(cfg.get("loss", {}).get("name", "?"))
+    data = str(cfg.get("data", {}).get("name", "?"))
+    run_id = tracking.start_run(
+        uri,
+        exp_id,
+        f"{loss}-{data}-s{cfg.get('seed', '?')}",
+        {S.TAG_LOSS: loss, S.TAG_DATA: data, S.TAG_SWEEP: sweep_id, S.TAG_OVERRIDES: overrides},
+        {},
+    )
+    tracking.log_text(uri, run_id, f"{type(exc).__name__}: {exc}\n", S.ARTIFACT_TRACEBACK)
+    tracking.end_run(uri, run_id, "FAILED", {S.TAG_FAILURE: S.FAILURE_ERROR, "error_message": str(exc)[:4000]})

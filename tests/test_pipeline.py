@@ -1,0 +1,157 @@
+"""One experiment end to end: real Hydra composition, real Lightning training, real MLflow."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lossbench import LossbenchError, pipeline
+from lossbench import schema as S
+from lossbench import tracking
+
+FAST = ["trainer.max_epochs=2"]
+
+
+def get_run(uri: str, run_id: str):
+    return tracking.client(uri).get_run(run_id)
+
+
+def test_focal_on_imbalanced_logs_a_complete_run(compose, mlflow_uri):
+    cfg = compose("loss=focal", "data=imbalanced", "data.n_max=120", "trainer.max_epochs=3")
+    r = pipeline.run(cfg, overrides="loss=focal data=imbalanced")
+    assert r.status == "FINISHED", r.message
+    run = get_run(mlflow_uri, r.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "focal-imbalanced-s0"
+    tags = run.data.tags
+    assert tags[S.TAG_LOSS] == "focal" and tags[S.TAG_DATA] == "imbalanced" and tags[S.TAG_MODEL] == "mlp"
+    assert tags[S.TAG_TASK] == "multiclass" and tags[S.TAG_SEED] == "0"
+    assert tags[S.TAG_OBJECTIVE] == "balanced_accuracy" and tags[S.TAG_OBJECTIVE_MODE] == "max"
+    assert tags[S.TAG_OVERRIDES] == "loss=focal data=imbalanced"
+    assert tags[S.TAG_SCENARIO].startswith("imbalanced(") and "imbalance_ratio=100.0" in tags[S.TAG_SCENARIO]
+    assert json.loads(tags[S.TAG_LOSS_PARAMS]) == {"gamma": 2.0, "alpha": None}
+    assert len(tags[S.TAG_CONFIG_HASH]) == 16
+    params = run.data.params
+    assert params["loss.name"] == "focal" and params["loss.gamma"] == "2.0"
+    assert params["optimizer.lr"] == "0.001" and params["data.n_max"] == "120"
+    assert params["data_info.num_classes"] == "10"
+    metrics = run.data.metrics
+    for m in S.CLASSIFICATION_METRICS:
+        assert f"test_{m}" in metrics, m
+    assert all(f"test_recall_class_{k}" in metrics for k in range(10))
+    assert 0.0 <= metrics["test_balanced_accuracy"] <= 1.0
+    assert metrics[S.METRIC_BEST_VAL] == pytest.approx(max(
+        h.value for h in tracking.client(mlflow_uri).get_metric_history(r.run_id, "val_balanced_accuracy")
+    ))
+    history = tracking.client(mlflow_uri).get_metric_history(r.run_id, "train_loss")
+    assert sorted(h.step for h in history) == [0, 1, 2]  # one point per epoch, step = epoch
+    artifacts = {a.path for a in tracking.client(mlflow_uri).list_artifacts(r.run_id)}
+    assert {S.ARTIFACT_CONFIG, S.ARTIFACT_PER_CLASS, S.ARTIFACT_CURVES} <= artifacts
+
+
+def test_same_seed_same_metrics_other_seed_other_metrics(compose):
+    base = ["loss=cross_entropy", "data=imbalanced", "data.n_max=100", "tracking.skip_finished=false", *FAST]
+    a = pipeline.run(compose(*base))
+    b = pipeline.run(compose(*base))
+    c = pipeline.run(compose(*base, "seed=1"))
+    assert a.metrics == b.metrics
+    assert a.metrics["test_nll"] != c.metrics["test_nll"]
+
+
+def test_huber_on_regression_outliers_reports_original_units(compose, mlflow_uri):
+    cfg = compose("loss=huber", "data=regression_outliers", "data.n_samples=400", "model=linear", *FAST)
+    r = pipeline.run(cfg)
+    assert r.status == "FINISHED"
+    m = r.metrics
+    for name in S.REGRESSION_METRICS:
+        assert f"test_{name}" in m
+    assert m["test_rmse"] == pytest.approx(math.sqrt(m["test_mse"]), rel=1e-6)
+    # metrics are in the targets' units, not the normalised ones the model trains on
+    scale = float(get_run(mlflow_uri, r.run_id).data.params["data_info.target_scale"])
+    assert scale != pytest.approx(1.0)
+    run = get_run(mlflow_uri, r.run_id)
+    assert run.data.tags[S.TAG_OBJECTIVE] == "rmse" and run.data.tags[S.TAG_OBJECTIVE_MODE] == "min"
+
+
+@pytest.mark.parametrize(
+    "loss,outputs",
+    [("bce", 1), ("binary_focal", 1), ("cross_entropy", 2)],
+)
+def test_binary_data_with_binary_and_multiclass_losses(compose, loss, outputs):
+    p = pipeline.prepare(compose(f"loss={loss}", "data=breast_cancer", *FAST))
+    x, _ = p.datamodule.tensors("train")
+    assert p.net(x[:3]).shape == (3, outputs)
+    r = pipeline.run(compose(f"loss={loss}", "data=breast_cancer", *FAST))
+    assert r.status == "FINISHED" and r.metrics["test_auroc"] > 0.8
+
+
+def test_distribution_loss_trains_on_class_labels(compose):
+    r = pipeline.run(compose("loss=js_div", "data=digits_lt", *FAST))
+    assert r.status == "FINISHED" and 0 <= r.metrics["test_accuracy"] <= 1
+
+
+def test_class_counts_from_the_data_reach_the_loss(compose):
+    p = pipeline.prepare(compose("loss=ldam", "data=imbalanced", "data.n_max=100", *FAST))
+    counts = torch.tensor(p.info.class_counts, dtype=torch.float64)
+    margins = p.loss.margins.double()  # LDAM: m_c proportional to n_c^(-1/4), largest = max_m
+    expected = counts.pow(-0.25)
+    expected = expected / expected.max() * 0.5
+    torch.testing.assert_close(margins, expected)
+
+
+def test_adaptive_barron_parameters_move_during_training(compose):
+    import pytorch_lightning as pl
+
+    from lossbench.models.module import LossbenchModule
+
+    p = pipeline.prepare(compose("loss=barron", "loss.adaptive=true", "data=regression_outliers", "data.n_samples=300"))
+    before = {k: v.detach().clone() for k, v in p.loss.named_parameters()}
+    module = LossbenchModule(p.net, p.loss, p.optimizer, p.info, p.kind)
+    trainer = pl.Trainer(max_epochs=2, logger=False, enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False, accelerator="cpu")
+    trainer.fit(module, datamodule=p.datamodule)
+    after = dict(p.loss.named_parameters())
+    assert any(not torch.equal(before[k], after[k].detach()) for k in before)
+
+
+def test_loss_that_does_not_fit_the_data_is_refused_before_any_run(compose, mlflow_uri):
+    cfg = compose("loss=mse", "data=imbalanced", experiment_name="mismatch")
+    with pytest.raises(LossbenchError) as e:
+        pipeline.run(cfg)
+    msg = str(e.value)
+    assert "'mse' is for regression" in msg and "multiclass" in msg
+    assert "focal" in msg and "cross_entropy" in msg  # lists the losses that do fit
+    assert tracking.client(mlflow_uri).get_experiment_by_name("mismatch") is None  # nothing created
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["data=digits_lt", "model=linear"],
+        ["data=digits_lt", "data.as_image=true", "model=cnn"],
+        ["data=digits_lt", "data.as_image=true", "model=resnet32"],
+        ["data=diabetes", "loss=l1", "model=mlp"],
+        ["data=diabetes", "loss=quantile", "data.outlier_fraction=0.1", "data.normalize=robust"],
+        ["data=imbalanced", "loss=combo", "data.n_max=100", "data.normalize=minmax"],
+    ],
+    ids=["linear", "cnn", "resnet32", "mlp-regression", "quantile-robust-norm", "combo-minmax"],
+)
+def test_model_and_data_paths_train(compose, overrides):
+    r = pipeline.run(compose(*overrides, "trainer.max_epochs=1", "+trainer.limit_train_batches=2"))
+    assert r.status == "FINISHED", r.message
+    assert all(np.isfinite(v) or k.endswith("_shot_accuracy") or "recall_class" in k for k, v in r.metrics.items())
+
+
+def test_csv_data_end_to_end(compose, tmp_path):
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 3))
+    df = pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "color": rng.choice(["red", "blue"], 300), "y": x @ [1.0, -2.0, 0.5] + 3})
+    path = tmp_path / "table.csv"
+    df.to_csv(path, index=False)
+    r = pipeline.run(compose("data=csv", f"data.path={path}", "data.target=y", "loss=huber", *FAST))
+    assert r.status == "FINISHED" and r.metrics["test_r2"] > 0.0
