@@ -35,7 +35,7 @@ from .errors import LossbenchError, ParameterError, unknown_name
 log = logging.getLogger("lossbench")
 
 # data config keys that say where/how data is read, not which data variant it is
-_NOT_SCENARIO = ("seed", "batch_size", "eval_batch_size", "data_dir", "download", "name")
+_NOT_SCENARIO = ("seed", "batch_size", "eval_batch_size", "data_dir", "download", "verify_md5", "name")
 
 
 @dataclass
@@ -54,6 +54,17 @@ class RunResult:
 
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM during a run (the run is recorded as KILLED)."""
+
+
+class RunStopped(Exception):
+    """Raised by a callback to end a run early on purpose (e.g. a pruned Optuna trial).
+
+    The run is recorded with ``status`` and ``tags``; the test split is not scored.
+    """
+
+    def __init__(self, reason: str, status: str = "KILLED", tags: dict[str, str] | None = None):
+        super().__init__(reason)
+        self.status, self.tags = status, dict(tags or {})
 
 
 # ---------------------------------------------------------------------------- quiet
@@ -231,8 +242,21 @@ def _progress_enabled(c: Mapping[str, Any], multirun: bool) -> bool:
     return bool(flag)
 
 
-def run(cfg: DictConfig | Mapping[str, Any], *, sweep_id: str | None = None, overrides: str = "", multirun: bool = False, quiet: bool = False) -> RunResult:
-    """Train and record one run. Raises LossbenchError for a user mistake, before any run exists."""
+def run(
+    cfg: DictConfig | Mapping[str, Any],
+    *,
+    sweep_id: str | None = None,
+    overrides: str = "",
+    multirun: bool = False,
+    quiet: bool = False,
+    callbacks: list[Any] | None = None,
+    extra_tags: Mapping[str, Any] | None = None,
+) -> RunResult:
+    """Train and record one run. Raises LossbenchError for a user mistake, before any run exists.
+
+    ``callbacks`` are extra Lightning callbacks (e.g. Optuna pruning); one may raise
+    :class:`RunStopped` to end the run early. ``extra_tags`` are added to the run's tags.
+    """
     silence_lightning()
     p = prepare(cfg)
     c = p.cfg
@@ -267,6 +291,7 @@ def run(cfg: DictConfig | Mapping[str, Any], *, sweep_id: str | None = None, ove
         S.TAG_OBJECTIVE_MODE: info.objective_mode,
         S.TAG_LOSS_PARAMS: json.dumps(p.loss_params, sort_keys=True, default=str),
         "mlflow.note.content": f"lossbench {__version__}: loss={p.loss_name} data={p.data_name} model={p.model_name} seed={p.seed}",
+        **(extra_tags or {}),
     }
     params = tracking.flatten(c)
     for k, v in info.as_dict().items():
@@ -276,7 +301,7 @@ def run(cfg: DictConfig | Mapping[str, Any], *, sweep_id: str | None = None, ove
     run_id = tracking.start_run(uri, exp_id, run_name, tags, params)
     result.run_id = run_id
     try:
-        _train(p, uri, run_id, result, multirun=multirun, quiet=quiet)
+        _train(p, uri, run_id, result, multirun=multirun, quiet=quiet, callbacks=callbacks or [])
     except BaseException:
         if result.status == "RUNNING":  # anything _train did not record
             tracking.end_run(uri, run_id, "FAILED", {S.TAG_FAILURE: S.FAILURE_ERROR})
@@ -284,7 +309,9 @@ def run(cfg: DictConfig | Mapping[str, Any], *, sweep_id: str | None = None, ove
     return result
 
 
-def _train(p: Prepared, uri: str, run_id: str, result: RunResult, *, multirun: bool, quiet: bool) -> None:
+def _train(
+    p: Prepared, uri: str, run_id: str, result: RunResult, *, multirun: bool, quiet: bool, callbacks: list[Any]
+) -> None:
     import pytorch_lightning as pl
     from pytorch_lightning.loggers import MLFlowLogger
 
@@ -301,7 +328,7 @@ def _train(p: Prepared, uri: str, run_id: str, result: RunResult, *, multirun: b
     )
     trainer_cfg = dict(c["trainer"])
     trainer_cfg.pop("enable_progress_bar", None)
-    callbacks = []
+    callbacks = list(callbacks)
     progress = _progress_enabled(c, multirun) and not quiet
     if progress:
         from pytorch_lightning.callbacks import RichProgressBar
@@ -325,6 +352,12 @@ def _train(p: Prepared, uri: str, run_id: str, result: RunResult, *, multirun: b
         result.status, result.failure = "FAILED", S.FAILURE_DIVERGED
         result.message = str(exc)
         tracking.end_run(uri, run_id, "FAILED", {S.TAG_FAILURE: S.FAILURE_DIVERGED, S.TAG_FAILURE_STEP: exc.step})
+        _log_curves(uri, run_id, module)
+        return
+    except RunStopped as exc:
+        result.status, result.message = exc.status, str(exc)
+        result.metrics = {S.METRIC_BEST_VAL: module.best_value} if math.isfinite(module.best_value) else {}
+        tracking.end_run(uri, run_id, exc.status, exc.tags)
         _log_curves(uri, run_id, module)
         return
     except (KeyboardInterrupt, SystemExit) as exc:

@@ -21,6 +21,7 @@ import torch
 from ..errors import DataError
 
 NORMALIZERS = ("standard", "robust", "minmax", "none")
+_NORM_CHUNK_ELEMENTS = 1 << 22  # elements normalised per float64 chunk in setup()
 
 
 @dataclass(frozen=True)
@@ -187,10 +188,12 @@ class TensorDataModule(pl.LightningDataModule):
             return
         s = self.load()
         self._check_splits(s)
-        shift, scale = _fit_normalizer(s.x_train, self.normalize)
+        shift, scale = self.fit_normalizer(s.x_train)
 
         def norm_x(x: torch.Tensor) -> torch.Tensor:
-            return ((x.double() - shift) / scale).float()
+            # float64 arithmetic, in chunks so that a large image tensor is never copied whole to float64
+            rows = max(1, _NORM_CHUNK_ELEMENTS // max(1, x[0].numel()))
+            return torch.cat([((c.double() - shift) / scale).float() for c in x.split(rows)])
 
         tshift, tscale = 0.0, 1.0
         ys = [s.y_train, s.y_val, s.y_test]
@@ -214,6 +217,8 @@ class TensorDataModule(pl.LightningDataModule):
             nz = [c for c in counts if c > 0]
             imbalance = max(nz) / min(nz) if nz else None
         objective, mode = self.objective
+        traits = dict(self.traits(s))
+        extra = {**s.extra, **traits.pop("extra", {})}
         self._info = DataInfo(
             name=self.name,
             task=self.task,
@@ -230,9 +235,15 @@ class TensorDataModule(pl.LightningDataModule):
             target_scale=tscale,
             objective=objective,
             objective_mode=mode,
-            extra=dict(s.extra),
-            **self.traits(s),
+            extra=extra,
+            **traits,
         )
+
+    def fit_normalizer(self, x_train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(shift, scale)`` fit on the raw training inputs; ``(x - shift) / scale`` is applied
+        to every split. Per feature by default; a subclass may override (e.g. per channel),
+        returning tensors that broadcast against ``x_train``."""
+        return _fit_normalizer(x_train, self.normalize)
 
     def num_classes(self, s: Splits) -> int:
         return int(max(int(s.y_train.max()), int(s.y_val.max()), int(s.y_test.max())) + 1)
@@ -248,6 +259,13 @@ class TensorDataModule(pl.LightningDataModule):
                 raise DataError(f"{self.name}: the {split} inputs contain NaN or infinite values.")
             if y.is_floating_point() and not torch.isfinite(y).all():
                 raise DataError(f"{self.name}: the {split} targets contain NaN or infinite values.")
+            if self.task != "regression":
+                if y.is_floating_point() and not torch.equal(y, y.round()):
+                    raise DataError(f"{self.name}: the {split} class labels must be whole numbers 0..C-1.")
+                if int(y.min()) < 0 or (self.task == "binary" and int(y.max()) > 1):
+                    valid = "0 or 1" if self.task == "binary" else "0..C-1"
+                    raise DataError(f"{self.name}: the {split} class labels must be {valid}, got values in "
+                                    f"[{int(y.min())}, {int(y.max())}].")
 
     @property
     def info(self) -> DataInfo:
@@ -300,3 +318,59 @@ def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) 
     n_test = int(round(n * test_fraction))
     n_val = int(round(n * val_fraction))
     return perm[n_test + n_val :], perm[n_test : n_test + n_val], perm[:n_test]
+
+
+def check_split_fractions(val_fraction: float, test_fraction: float) -> tuple[float, float]:
+    """Validate the val/test fractions of a random split; returns them as floats."""
+    for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not isinstance(value, (int, float)) or not 0.0 < float(value) < 1.0:
+            raise DataError(f"data.{key} must be a number in (0, 1), got {value!r}.")
+    if float(val_fraction) + float(test_fraction) >= 1.0:
+        raise DataError(
+            f"data.val_fraction + data.test_fraction must leave room for training data (sum < 1), "
+            f"got {val_fraction!r} + {test_fraction!r}."
+        )
+    return float(val_fraction), float(test_fraction)
+
+
+def stratified_split_indices(
+    groups: np.ndarray, val_fraction: float, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A seeded train/val/test split of ``range(len(groups))`` stratified by ``groups``.
+
+    Each group (a class, or a bin of a regression target) is split in the given
+    proportions (rounded per group), so every split keeps the group frequencies. A group
+    too small to give a sample to val or test stays in train. Each split comes back shuffled.
+    """
+    groups = np.asarray(groups)
+    rng = np.random.default_rng(seed)
+    parts: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]] = ([], [], [])
+    for g in np.unique(groups):
+        idx = rng.permutation(np.flatnonzero(groups == g))
+        n_test = int(round(idx.size * test_fraction))
+        n_val = int(round(idx.size * val_fraction))
+        n_test = min(n_test, idx.size - 1)  # keep at least one sample of the group for training
+        n_val = min(n_val, idx.size - 1 - n_test)
+        parts[2].append(idx[:n_test])
+        parts[1].append(idx[n_test : n_test + n_val])
+        parts[0].append(idx[n_test + n_val :])
+    train, val, test = (rng.permutation(np.concatenate(p)) if p else np.zeros(0, np.int64) for p in parts)
+    return train, val, test
+
+
+def check_number(key: str, value: Any, low: float, high: float = math.inf, low_open: bool = False) -> float:
+    """Validate a numeric parameter ``data.<key>`` in ``[low, high]`` (``(low, high]`` with ``low_open``)."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    v = float(value) if ok else math.nan
+    if not ok or not ((v > low) if low_open else (v >= low)) or not v <= high:
+        lo = "(" if low_open else "["
+        hi = "inf)" if high == math.inf else f"{high:g}]"
+        raise DataError(f"data.{key} must be a number in {lo}{low:g}, {hi}, got {value!r}.")
+    return v
+
+
+def check_int(key: str, value: Any, low: int) -> int:
+    """Validate an integer parameter ``data.<key> >= low``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < low:
+        raise DataError(f"data.{key} must be an integer >= {low}, got {value!r}.")
+    return int(value)
