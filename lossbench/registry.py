@@ -118,6 +118,8 @@ class Param:
 
     def describe(self) -> str:
         """``"a float in (0, inf)"`` — the phrase used in error messages and listings."""
+        if self.choices is not None:
+            return self.range_text
         words = _TYPE_WORDS.get(self.type, self.type)
         rng = self.range_text
         return f"{words} {rng}".strip()
@@ -530,11 +532,13 @@ def create_loss(name: str, *, context: Any = None, **params: Any) -> nn.Module:
     unknown = [k for k in params if k not in known]
     if unknown:
         raise unknown_name(f"parameter of {spec.name}", unknown[0], known)
-    for need in spec.needs:
-        if params.get(need) is None:
-            value = _context_value(context, need)
+    # what the data knows (class_counts) fills any parameter of that name left unset:
+    # required ones (`needs`) and optional pass-throughs such as combo's
+    for key in ("class_counts",):
+        if key in known and params.get(key) is None:
+            value = _context_value(context, key)
             if value is not None:
-                params[need] = value
+                params[key] = value
     missing = [n for n in spec.needs if params.get(n) is None]
     if missing:
         raise ParameterError(
@@ -549,4 +553,9 @@ def create_loss(name: str, *, context: Any = None, **params: Any) -> nn.Module:
     module.loss_name = spec.name
     if not hasattr(module, "tasks"):  # combo derives its tasks from its terms
         module.tasks = spec.tasks
+    if data_task is not None and not task_fits(module.tasks, data_task):
+        raise LossbenchError(
+            f"The loss '{spec.name}' as configured is for {'/'.join(module.tasks)} tasks, but the data is a "
+            f"{data_task} task. Losses that fit {data_task} data: {', '.join(list_losses(task=data_task))}."
+        )
     return module

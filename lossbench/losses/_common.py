@@ -85,6 +85,8 @@ def check_distribution(name: str, target: torch.Tensor, atol: float = 1e-3) -> N
     if not _VALIDATE or not target.numel():
         return
     t = target.detach().float()
+    if not bool(torch.isfinite(t).all()):
+        raise DataError(f"{name}: target rows must be probability distributions, but some entries are NaN or infinite.")
     if bool((t < 0).any()):
         raise DataError(f"{name}: target rows must be probability distributions, but some entries are negative.")
     sums = t.sum(dim=-1)
