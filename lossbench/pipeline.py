@@ -302,8 +302,15 @@ def run(
     result.run_id = run_id
     try:
         _train(p, uri, run_id, result, multirun=multirun, quiet=quiet, callbacks=callbacks or [])
+    except KeyboardInterrupt:
+        if result.status == "RUNNING":  # interrupted outside fit (setup, test, logging)
+            result.status = "KILLED"
+            tracking.end_run(uri, run_id, "KILLED")
+        raise
     except BaseException:
         if result.status == "RUNNING":  # anything _train did not record
+            result.status, result.failure = "FAILED", S.FAILURE_ERROR
+            tracking.log_text(uri, run_id, traceback.format_exc(), S.ARTIFACT_TRACEBACK)
             tracking.end_run(uri, run_id, "FAILED", {S.TAG_FAILURE: S.FAILURE_ERROR})
         raise
     return result

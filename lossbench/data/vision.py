@@ -55,6 +55,26 @@ def default_data_dir() -> str:
     return os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
 
 
+
+# What a CIFAR batch may contain: dicts, lists, strings, bytes and numpy arrays. Anything
+# else (a function, a class, os.system) is refused, so a file planted in data_dir cannot
+# run code when it is read, even with verify_md5=false.
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+}
+
+
+class _ArraysOnlyUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a CIFAR batch holds only arrays and lists")
+
 class LongTailedVision(TensorDataModule):
     """Base of the long-tailed torchvision sets; see the module docstring for the protocol."""
 
@@ -277,8 +297,8 @@ class _CIFARFamily(LongTailedVision):
             )
         try:
             with open(path, "rb") as f:
-                entry = pickle.load(f, encoding="latin1")  # the format CIFAR is published in
-        except (pickle.UnpicklingError, EOFError, AttributeError, ValueError, ImportError) as err:
+                entry = _ArraysOnlyUnpickler(f, encoding="latin1").load()  # CIFAR's published format
+        except (pickle.UnpicklingError, EOFError, AttributeError, ValueError, ImportError, TypeError) as err:
             raise DataError(f"{self.name}: {path} is not a readable CIFAR python batch ({err}).") from err
         if not isinstance(entry, dict):
             raise DataError(f"{self.name}: {path} is not a CIFAR python batch (expected a dict).")

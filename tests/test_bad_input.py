@@ -1,0 +1,183 @@
+"""The catalogue of bad inputs: one case per line, each met by a clear message.
+
+Every command-line case runs the real entry point (`lossbench.__main__.main`, in this
+process to keep the suite fast; one case also runs as a real subprocess) and checks:
+the message names the problem and the fix, the exit status is non-zero, no traceback
+is printed, and the run already in the store is still there, unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lossbench import create_loss
+from lossbench import tracking
+from lossbench.errors import LossbenchError
+
+
+def _csv(rows: dict, name: str = "t.csv"):
+    def write(d: Path) -> str:
+        path = d / name
+        pd.DataFrame(rows).to_csv(path, index=False)
+        return str(path)
+
+    return write
+
+
+_rng = np.random.default_rng(0)
+_X = _rng.normal(size=60)
+_CSV_NAN = {"a": [*_X[:59], np.nan], "y": _X}
+_CSV_INF = {"a": _X, "y": [*_X[:59], np.inf]}
+_CSV_TEXT_TARGET = {"a": _X, "y": ["low", "high"] * 30}
+_CSV_ONE_CLASS = {"a": _X, "y": [1] * 60}
+
+REG = ["data=regression_outliers", "data.n_samples=200"]
+# id | command-line arguments ({tmp} is the working dir) or a file writer | what the message must say
+CATALOGUE = [
+    ("unknown-loss", ["loss=hubr"], "Did you mean 'huber'?"),
+    ("unknown-data", ["data=imbalancd"], "Did you mean 'imbalanced'?"),
+    ("unknown-model", ["model=mpl"], "Did you mean 'mlp'?"),
+    ("unknown-experiment", ["experiment=quik"], "Did you mean 'quick'?"),
+    ("loss-task-mismatch", ["loss=mse", "data=imbalanced"], "Losses that fit multiclass data: "),
+    ("param-wrong-type", ["loss=huber", "loss.delta=abc", *REG], "The 'delta' parameter of huber must be a float in (0, inf). Got 'abc' instead."),
+    ("param-out-of-range", ["loss=focal", "loss.gamma=-1"], "The 'gamma' parameter of focal must be a float in [0, inf). Got -1"),
+    ("param-alpha-range", ["loss=balanced_bce", "loss.alpha=1.5", "data=breast_cancer"], "The 'alpha' parameter of balanced_bce must be a float in [0, 1]. Got 1.5"),
+    ("param-unknown", ["loss=huber", "+loss.dleta=1", *REG], "Did you mean 'delta'?"),
+    ("data-param-bad-value", ["loss=huber", *REG, "data.outlier_type=sideways"], "outlier_type"),
+    ("data-param-unknown", ["loss=huber", *REG, "+data.n_sampels=5"], "Did you mean 'n_samples'?"),
+    ("model-does-not-fit-data", ["model=cnn", "data=imbalanced"], "cnn"),
+    ("seed-negative", ["seed=-1"], "seed must be a non-negative integer"),
+    ("lr-not-positive", ["optimizer.lr=-0.1"], "optimizer.lr must be a positive number"),
+    ("csv-missing", ["data=csv", "data.path={tmp}/nope.csv", "data.target=y", "loss=mse"], "nope.csv"),
+    ("csv-empty", ["data=csv", "data.path={empty_csv}", "data.target=y", "loss=mse"], "empty"),
+    ("csv-no-target-column", ["data=csv", "data.path={csv_ok}", "data.target=why", "loss=mse"], "why"),
+    ("csv-nan", ["data=csv", "data.path={csv_nan}", "data.target=y", "loss=mse"], "missing value"),
+    ("csv-inf", ["data=csv", "data.path={csv_inf}", "data.target=y", "loss=mse"], "inf"),
+    ("csv-text-regression-target", ["data=csv", "data.path={csv_text}", "data.target=y", "data.task=regression", "loss=mse"], "numeric"),
+    ("csv-single-class", ["data=csv", "data.path={csv_one}", "data.target=y", "data.task=multiclass", "loss=cross_entropy"], "class"),
+    ("image-set-not-on-disk", ["data=mnist_lt", "data.download=false", "data.data_dir={tmp}/no_data", "model=cnn"], "data.download=true"),
+    ("cifar-planted-pickle", ["data=cifar10_lt", "data.download=false", "data.verify_md5=false", "data.data_dir={evil}", "model=cnn"], "refusing to load"),
+    ("tracking-server-down", ["loss=huber", *REG, "tracking.uri=http://127.0.0.1:9"], "does not answer"),
+]
+
+FILES = {
+    "empty_csv": lambda d: (d / "empty.csv").write_text("") or str(d / "empty.csv"),
+    "csv_ok": _csv({"a": _X, "y": _X}, "ok.csv"),
+    "csv_nan": _csv(_CSV_NAN, "nan.csv"),
+    "csv_inf": _csv(_CSV_INF, "inf.csv"),
+    "csv_text": _csv(_CSV_TEXT_TARGET, "text.csv"),
+    "csv_one": _csv(_CSV_ONE_CLASS, "one.csv"),
+}
+
+
+def _plant_evil_cifar(d: Path) -> str:
+    """A CIFAR folder whose batch, if unpickled naively, would run a command."""
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {d / 'PWNED'}",))
+
+    root = d / "evil"
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta"]:
+        (folder / name).write_bytes(pickle.dumps({"data": Evil()}))
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A working dir whose store already holds one finished run (that must never be lost)."""
+    d = tmp_path_factory.mktemp("bad_input")
+    uri = f"sqlite:///{d / 'mlflow.db'}"
+    exp = tracking.ensure_experiment(uri, "lossbench")
+    run_id = tracking.start_run(uri, exp, "precious", {"loss": "mse"}, {"seed": 0})
+    tracking.client(uri).log_metric(run_id, "test_rmse", 0.5)
+    tracking.end_run(uri, run_id, "FINISHED")
+    return d, uri, run_id
+
+
+def _store_snapshot(uri: str):
+    c = tracking.client(uri)
+    runs = c.search_runs([e.experiment_id for e in c.search_experiments()])
+    return sorted((r.info.run_id, r.info.status, tuple(sorted(r.data.metrics.items()))) for r in runs)
+
+
+def run_main(argv: list[str], cwd: Path, capsys) -> tuple[int, str]:
+    from lossbench.__main__ import main
+
+    old_argv, old_cwd = sys.argv, os.getcwd()
+    sys.argv = ["lossbench", *argv, "trainer.max_epochs=1", "hydra.run.dir=" + str(cwd / "outputs")]
+    os.chdir(cwd)
+    env_uri = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv = old_argv
+        os.chdir(old_cwd)
+        if env_uri is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = env_uri
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+@pytest.mark.parametrize("case,argv,expected", CATALOGUE, ids=[c[0] for c in CATALOGUE])
+def test_bad_command_line_input(case, argv, expected, workdir, capsys):
+    d, uri, _ = workdir
+    before = _store_snapshot(uri)
+    values = {"tmp": str(d), **{k: f(d) for k, f in FILES.items() if any("{" + k + "}" in a for a in argv)}}
+    if any("{evil}" in a for a in argv):
+        values["evil"] = _plant_evil_cifar(d)
+    args = [a.format(**values) for a in argv]
+    code, output = run_main(args, d, capsys)
+    assert code != 0, f"{case}: exit status 0\n{output[-2000:]}"
+    assert expected in output, f"{case}: message lacks {expected!r}:\n{output[-2000:]}"
+    assert "Traceback" not in output, f"{case}: a traceback was printed:\n{output[-3000:]}"
+    assert _store_snapshot(uri) == before, f"{case}: the store changed"
+    assert not (d / "PWNED").exists(), "a planted pickle ran code"
+
+
+def test_the_debug_switch_shows_the_traceback_and_the_real_process_exits_2(tmp_path):
+    args = [sys.executable, "-m", "lossbench", "loss=mse", "data=imbalanced"]
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "LOSSBENCH_DEBUG")}
+    plain = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert plain.returncode == 2
+    assert plain.stderr.startswith("error: The loss 'mse' is for regression tasks")
+    assert "Traceback" not in plain.stderr
+    debug = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, env={**env, "LOSSBENCH_DEBUG": "1"})
+    assert debug.returncode != 0 and "Traceback" in debug.stderr and "LossbenchError" in debug.stderr
+    assert not (tmp_path / "mlflow.db").exists()  # nothing was created for a refused run
+
+
+# ------------------------------------------------------------------ the Python API
+API_CASES = [
+    ("missing-class-counts", lambda: create_loss("ldam"), "needs class_counts"),
+    ("kl-target-not-summing-to-1", lambda: create_loss("kl_div")(torch.zeros(2, 3), torch.full((2, 3), 0.5)), "sum to 1"),
+    ("js-target-negative", lambda: create_loss("js_div")(torch.zeros(2, 2), torch.tensor([[1.5, -0.5], [0.5, 0.5]])), "negative"),
+    ("kl-target-nan", lambda: create_loss("kl_div")(torch.zeros(1, 2), torch.tensor([[float("nan"), 1.0]])), "NaN"),
+    ("shapes-differ", lambda: create_loss("mse")(torch.zeros(4, 1), torch.zeros(4)), "same shape"),
+    ("labels-out-of-range", lambda: create_loss("cross_entropy")(torch.zeros(4, 3), torch.tensor([0, 1, 2, 5])), "labels must lie in [0, 2]"),
+    ("one-hot-instead-of-labels", lambda: create_loss("focal")(torch.zeros(4, 3), torch.eye(3)[[0, 1, 2, 0]]), "class indices"),
+    ("unknown-loss-api", lambda: create_loss("focall"), "Did you mean 'focal'?"),
+    ("bad-reduction", lambda: create_loss("l1", reduction="avg"), "must be one of 'mean', 'sum', 'none'"),
+    ("class-counts-negative", lambda: create_loss("ldam", class_counts=[10, -1]), "class_counts"),
+]
+
+
+@pytest.mark.parametrize("case,call,expected", API_CASES, ids=[c[0] for c in API_CASES])
+def test_bad_api_input(case, call, expected):
+    with pytest.raises(LossbenchError) as err:
+        call()
+    assert expected in str(err.value)
