@@ -117,7 +117,7 @@ class LossbenchModule(pl.LightningModule):
         loss = self.loss_fn(pred, target)
         # one host sync per step: a diverged run must stop at the step it diverged
         if not bool(torch.isfinite(loss)):
-            raise Diverged(int(self.global_step), int(self.current_epoch), float(loss))
+            raise Diverged(int(self.global_step), int(self.current_epoch), float(loss.detach()))
         assert self._train_sum is not None
         self._train_sum = self._train_sum + loss.detach() * x.shape[0]
         self._train_n += x.shape[0]

@@ -1,0 +1,177 @@
+"""Failures, interruption, resume and parallel runs: the record stays complete.
+
+Real processes, real signals, real MLflow stores; nothing here is mocked.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+
+from lossbench import pipeline
+from lossbench import schema as S
+from lossbench import tracking
+
+
+def cli(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "LOSSBENCH_DEBUG")}
+    return subprocess.run(
+        [sys.executable, "-m", "lossbench", *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=timeout
+    )
+
+
+def runs_in(uri: str, experiment: str):
+    c = tracking.client(uri)
+    exp = c.get_experiment_by_name(experiment)
+    return [] if exp is None else c.search_runs([exp.experiment_id])
+
+
+REG = ["loss=mse", "data=regression_outliers", "data.n_samples=200", "model=linear"]
+
+
+# ------------------------------------------------------------------ diverged runs
+def test_a_diverging_loss_stops_its_run_at_once_and_is_recorded(compose, mlflow_uri):
+    cfg = compose(*REG, "optimizer=sgd", "optimizer.lr=1e12", "trainer.max_epochs=50")
+    r = pipeline.run(cfg)
+    assert r.status == "FAILED" and r.failure == S.FAILURE_DIVERGED
+    run = tracking.client(mlflow_uri).get_run(r.run_id)
+    assert run.info.status == "FAILED"
+    assert run.data.tags[S.TAG_FAILURE] == S.FAILURE_DIVERGED
+    step = int(run.data.tags[S.TAG_FAILURE_STEP])
+    assert 0 <= step < 20, "it must stop the moment the loss is not finite, not run 50 epochs"
+    assert "became" in r.message and ("nan" in r.message or "inf" in r.message)
+
+
+# ------------------------------------------------------------------ errors
+class FailsAtStep(pl.Callback):
+    """A real failure inside training (as a bug in user code would raise)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            raise RuntimeError(f"boom at step {self.step}")
+
+
+def test_an_error_during_training_ends_the_run_failed_with_its_traceback(compose, mlflow_uri, tmp_path):
+    r = pipeline.run(compose(*REG, "trainer.max_epochs=5"), callbacks=[FailsAtStep(3)])
+    assert r.status == "FAILED" and r.failure == S.FAILURE_ERROR
+    c = tracking.client(mlflow_uri)
+    run = c.get_run(r.run_id)
+    assert run.info.status == "FAILED" and run.data.tags[S.TAG_FAILURE] == S.FAILURE_ERROR
+    path = c.download_artifacts(r.run_id, S.ARTIFACT_TRACEBACK, str(tmp_path))
+    text = Path(path).read_text()
+    assert "Traceback" in text and "RuntimeError: boom at step 3" in text
+
+
+def test_a_sweep_goes_on_past_failed_jobs_lists_them_and_exits_non_zero(tmp_path):
+    r = cli(
+        "-m", "loss=huber,focal,mse", "data=regression_outliers", "data.n_samples=200", "model=linear",
+        "trainer.max_epochs=1", "tracking.experiment_name=mixed", cwd=tmp_path,
+    )
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert "done: 2 finished, 0 diverged, 1 failed with an error" in r.stderr
+    assert "error    focal-regression_outliers-s0" in r.stderr  # listed in the final summary
+    runs = runs_in(f"sqlite:///{tmp_path / 'mlflow.db'}", "mixed")
+    by_loss = {r.data.tags[S.TAG_LOSS]: r for r in runs}
+    assert by_loss["huber"].info.status == by_loss["mse"].info.status == "FINISHED"
+    assert by_loss["focal"].info.status == "FAILED" and by_loss["focal"].data.tags[S.TAG_FAILURE] == "error"
+
+
+# ------------------------------------------------------------------ interruption
+def _wait_until_training(uri: str, experiment: str, proc: subprocess.Popen, timeout: float = 180) -> str:
+    """Poll the store until the run is RUNNING and has logged its first epoch."""
+    deadline = time.time() + timeout
+    db = Path(uri[len("sqlite:///") :])
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        if db.exists():
+            try:
+                for run in runs_in(uri, experiment):
+                    if run.info.status == "RUNNING" and "train_loss" in run.data.metrics:
+                        return run.info.run_id
+            except Exception:  # noqa: BLE001 - the store is still being created by the child
+                pass
+        time.sleep(0.5)
+    raise AssertionError("training never started")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_interrupted_run_is_recorded_killed_never_left_running(tmp_path, sig):
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "LOSSBENCH_DEBUG")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lossbench", "loss=cross_entropy", "data=imbalanced", "trainer.max_epochs=100000",
+         "tracking.experiment_name=interrupt"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    try:
+        run_id = _wait_until_training(uri, "interrupt", proc)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    assert "recorded as KILLED" in err
+    assert tracking.client(uri).get_run(run_id).info.status == "KILLED"
+
+
+# ------------------------------------------------------------------ resume
+def test_rerunning_skips_finished_configs_unless_told_otherwise(compose, mlflow_uri):
+    base = [*REG, "trainer.max_epochs=1"]
+    first = pipeline.run(compose(*base, "seed=0"))
+    assert first.status == "FINISHED"
+    again = pipeline.run(compose(*base, "seed=0"))
+    assert again.status == "SKIPPED" and again.run_id == first.run_id
+    assert "skip_finished=false" in again.message
+    other = pipeline.run(compose(*base, "seed=1"))  # a different config still runs
+    assert other.status == "FINISHED"
+    forced = pipeline.run(compose(*base, "seed=0", "tracking.skip_finished=false"))
+    assert forced.status == "FINISHED" and forced.run_id != first.run_id
+
+
+def test_a_failed_config_is_not_skipped_on_rerun(compose):
+    cfg = [*REG, "optimizer=sgd", "optimizer.lr=1e12", "trainer.max_epochs=3"]
+    assert pipeline.run(compose(*cfg)).status == "FAILED"
+    assert pipeline.run(compose(*cfg)).status == "FAILED"  # tried again, not skipped
+
+
+def test_rerunning_a_sweep_runs_only_what_is_missing(tmp_path):
+    common = ["data=regression_outliers", "data.n_samples=200", "model=linear", "trainer.max_epochs=1",
+              "tracking.experiment_name=resume"]
+    assert cli("-m", "loss=mse,l1", *common, cwd=tmp_path).returncode == 0
+    r = cli("-m", "loss=mse,l1,huber", *common, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stderr.count("] skipped ") == 2 and r.stderr.count("] finished ") == 1
+    runs = runs_in(f"sqlite:///{tmp_path / 'mlflow.db'}", "resume")
+    assert sorted(r.data.tags[S.TAG_LOSS] for r in runs) == ["huber", "l1", "mse"]
+
+
+# ------------------------------------------------------------------ parallel workers
+@pytest.mark.parametrize("attempt", range(3))
+def test_parallel_workers_on_a_fresh_store_lose_nothing(tmp_path, attempt):
+    r = cli(
+        "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", "loss=mse,l1,huber,cauchy",
+        "data=regression_outliers", "data.n_samples=150", "model=linear", "trainer.max_epochs=1",
+        "tracking.experiment_name=parallel", cwd=tmp_path, timeout=400,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    db = tmp_path / "mlflow.db"
+    with sqlite3.connect(db) as con:
+        assert con.execute("pragma integrity_check").fetchone() == ("ok",)
+        rows = con.execute(
+            "select e.name, r.status, count(*) from runs r join experiments e "
+            "on r.experiment_id = e.experiment_id group by e.name, r.status"
+        ).fetchall()
+    assert rows == [("parallel", "FINISHED", 4)], rows  # none lost, none in Default
+    assert "done: 4 finished" in r.stderr
