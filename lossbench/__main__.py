@@ -56,6 +56,8 @@ def _app(cfg: DictConfig) -> object:
     multirun = hc.mode == RunMode.MULTIRUN
     sweep_id = sweep_id_from_dir(hc.sweep.dir) if multirun else None
     overrides = " ".join(hc.overrides.task)
+    if multirun:
+        assign_gpu(cfg, int(hc.job.num))
     try:
         result = pipeline.run(cfg, sweep_id=sweep_id, overrides=overrides, multirun=multirun)
     except LossbenchError as exc:
@@ -79,6 +81,24 @@ def _app(cfg: DictConfig) -> object:
         if result.status == "FAILED" and result.failure != "diverged":
             raise SystemExit(1)
     return result.status
+
+
+def gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def assign_gpu(cfg: DictConfig, job_num: int, count: int | None = None) -> None:
+    """One job per GPU: in a sweep on a machine with several GPUs, job k trains on GPU k mod n.
+
+    Only when the job asks for a single device (``trainer.devices=1``) on a GPU or "auto"
+    accelerator; an explicit device list or a multi-GPU strategy is left alone.
+    """
+    count = gpu_count() if count is None else count
+    t = cfg.trainer
+    if count > 1 and t.get("accelerator") in ("gpu", "cuda", "auto") and t.get("devices") == 1:
+        t.devices = [job_num % count]
 
 
 def _one_line(r: object) -> str:
@@ -121,7 +141,15 @@ def _summary(r: object) -> None:
     console.print(f"Open the UI: {tracking.ui_command(r.tracking_uri)}")
 
 
+def _register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("lossbench_gpu_count"):
+        OmegaConf.register_new_resolver("lossbench_gpu_count", lambda: max(gpu_count(), 1))
+
+
 def main() -> None:
+    _register_resolvers()
     argv = sys.argv[1:]
     try:
         preflight(argv)

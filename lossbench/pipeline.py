@@ -150,6 +150,12 @@ class Prepared:
     optimizer: Any
     scheduler: Any
     seed: int
+    variant: str | None = None
+
+    @property
+    def label(self) -> str:
+        """What a person calls this loss: the variant's name if it has one."""
+        return self.variant or self.loss_name
 
 
 def prepare(cfg: DictConfig | Mapping[str, Any]) -> Prepared:
@@ -175,6 +181,7 @@ def prepare(cfg: DictConfig | Mapping[str, Any]) -> Prepared:
 
     loss_name, loss_cfg = _split_name(c["loss"], "loss")
     loss_cfg.pop("reduction", None)
+    variant = loss_cfg.pop("variant", None)  # a named config variant (configs/loss/label_smoothing.yaml)
     loss = _build_loss(loss_name, loss_cfg, info)
     kind = output_kind(tuple(loss.tasks), info.task)
 
@@ -206,7 +213,9 @@ def prepare(cfg: DictConfig | Mapping[str, Any]) -> Prepared:
         loss(pred, target)
     spec_params = {p.name for p in loss_info(loss_name).params}
     loss_params = {k: v for k, v in loss_cfg.items() if k in spec_params and k != "class_counts"}
-    return Prepared(c, dm, info, loss, loss_name, loss_params, data_name, model_name, net, kind, optimizer, scheduler, seed)
+    return Prepared(
+        c, dm, info, loss, loss_name, loss_params, data_name, model_name, net, kind, optimizer, scheduler, seed, variant
+    )
 
 
 def _build_loss(name: str, params: dict[str, Any], info: Any) -> torch.nn.Module:
@@ -262,7 +271,7 @@ def run(
     c = p.cfg
     uri = str(c["tracking"]["uri"])
     exp_name = str(c["tracking"]["experiment_name"])
-    run_name = f"{p.loss_name}-{p.data_name}-s{p.seed}"
+    run_name = f"{p.label}-{p.data_name}-s{p.seed}"
     result = RunResult("RUNNING", run_name, tracking_uri=uri, experiment_name=exp_name, objective=p.info.objective)
     exp_id = tracking.ensure_experiment(uri, exp_name)
     result.experiment_id = exp_id
@@ -290,6 +299,7 @@ def run(
         S.TAG_OBJECTIVE: info.objective,
         S.TAG_OBJECTIVE_MODE: info.objective_mode,
         S.TAG_LOSS_PARAMS: json.dumps(p.loss_params, sort_keys=True, default=str),
+        S.TAG_LOSS_VARIANT: p.variant,
         "mlflow.note.content": f"lossbench {__version__}: loss={p.loss_name} data={p.data_name} model={p.model_name} seed={p.seed}",
         **(extra_tags or {}),
     }

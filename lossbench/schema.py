@@ -38,6 +38,7 @@ TAG_OBJECTIVE_MODE = "objective_mode"  # "max" | "min"
 TAG_FAILURE = "failure"  # "diverged" | "error"
 TAG_FAILURE_STEP = "failure_step"
 TAG_LOSS_PARAMS = "loss_params"  # JSON of the loss's hyperparameters
+TAG_LOSS_VARIANT = "loss_variant"  # a named config variant of a loss (e.g. label_smoothing of cross_entropy)
 TAG_STUDY = "optuna_study"
 TAG_TRIAL = "optuna_trial"
 

@@ -24,7 +24,7 @@ from .errors import TrackingError
 log = logging.getLogger(__name__)
 
 # config keys that say how a job runs, not what it computes: left out of the config hash
-_NOT_HASHED = ("tracking", "hydra", "trainer.enable_progress_bar", "debug", "sweep_id")
+_NOT_HASHED = ("tracking", "hydra", "trainer.enable_progress_bar", "trainer.devices", "debug", "sweep_id")
 
 
 def _quiet_mlflow() -> None:

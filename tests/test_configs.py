@@ -24,12 +24,30 @@ def _compose(*overrides: str):
         return compose("train", overrides=list(overrides), return_hydra_config=True)
 
 
+def _variants() -> dict[str, str]:
+    """Config files that name a variant of a registered loss (variant: <stem>)."""
+    out = {}
+    for p in LOSS_DIR.glob("*.yaml"):
+        cfg = _compose(f"loss={p.stem}").loss
+        if cfg.get("variant") is not None:
+            out[p.stem] = cfg.name
+    return out
+
+
 def test_loss_config_files_and_registry_match_both_ways():
     stems = {p.stem for p in LOSS_DIR.glob("*.yaml")}
     names = set(list_losses())
     aliases = {a for n in names for a in loss_info(n).aliases}
+    variants = _variants()
     assert names <= stems, f"losses without a config: {names - stems}"
-    assert stems <= names | aliases, f"configs without a loss: {stems - names - aliases}"
+    assert stems <= names | aliases | set(variants), f"configs without a loss: {stems - names - aliases - set(variants)}"
+    for stem, base in variants.items():
+        assert _compose(f"loss={stem}").loss.variant == stem and base in names
+
+
+def test_label_smoothing_variant_is_cross_entropy_with_smoothing():
+    cfg = _compose("loss=label_smoothing").loss
+    assert cfg.name == "cross_entropy" and cfg.label_smoothing == 0.1
 
 
 @pytest.mark.parametrize("name", list_losses())
@@ -58,8 +76,9 @@ def test_each_experiment_composes_with_a_sweep(name):
             for choice in str(params[group]).split(","):
                 assert (Path(CONFIG_DIR) / group / f"{choice.strip()}.yaml").exists(), (name, group, choice)
     for choice in str(params.get("loss", cfg.loss.name)).split(","):
-        spec = loss_info(choice.strip())
-        assert spec is not None
+        composed = _compose(f"experiment={name}", f"loss={choice.strip()}")
+        assert composed.loss.name in list_losses()
+        assert composed.tracking.experiment_name == name
 
 
 def test_configs_and_experiments_ship_inside_the_wheel(tmp_path, repo_root):
