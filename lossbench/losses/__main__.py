@@ -83,13 +83,19 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    console = Console()
+    wide = console.width >= 140  # the description column only where it fits
     table = Table(title=f"lossbench losses ({len(specs)})", show_lines=False)
-    for col in ("loss", "tasks", "hyperparameters", "traits", "description"):
+    table.add_column("loss", no_wrap=True, style="bold")
+    for col in ("tasks", "hyperparameters", "traits") + (("description",) if wide else ()):
         table.add_column(col, overflow="fold")
     for s in specs:
         name = s.name + (f" ({', '.join(s.aliases)})" if s.aliases else "")
-        table.add_row(name, ", ".join(s.tasks), _params_text(s), ", ".join(sorted(s.traits)), s.description)
-    Console().print(table)
+        row = [name, ", ".join(s.tasks), _params_text(s), ", ".join(sorted(t.replace("_", " ") for t in s.traits))]
+        table.add_row(*row, *([s.description] if wide else []))
+    console.print(table)
+    if not wide:
+        console.print("Descriptions and references: python -m lossbench.losses --json (or a wider terminal).")
     return 0
 
 
