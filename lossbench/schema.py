@@ -41,6 +41,9 @@ TAG_LOSS_PARAMS = "loss_params"  # JSON of the loss's hyperparameters
 TAG_LOSS_VARIANT = "loss_variant"  # a named config variant of a loss (e.g. label_smoothing of cross_entropy)
 TAG_STUDY = "optuna_study"
 TAG_TRIAL = "optuna_trial"
+TAG_BEST = "optuna_best"  # "true" on the run of each study's best trial
+TAG_PRUNED = "pruned"  # "true" on a run an Optuna pruner stopped early
+TAG_PRUNED_EPOCH = "pruned_epoch"
 
 METRIC_BEST_VAL = "best_val_objective"
 
@@ -82,3 +85,4 @@ ARTIFACT_CONFIG = "config.yaml"
 ARTIFACT_PER_CLASS = "per_class.json"
 ARTIFACT_CURVES = "training_curves.png"
 ARTIFACT_TRACEBACK = "traceback.txt"
+ARTIFACT_BEST = "best_params.json"  # on a study's best trial: its parameters and the command

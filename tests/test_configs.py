@@ -93,6 +93,7 @@ def test_configs_and_experiments_ship_inside_the_wheel(tmp_path, repo_root):
     assert {f"lossbench/configs/loss/{n}.yaml" for n in list_losses()} <= names
     assert {f"lossbench/configs/experiment/{e}.yaml" for e in EXPERIMENTS} <= names
     assert "lossbench/configs/data/imbalanced.yaml" in names and "lossbench/configs/report.yaml" in names
+    assert "lossbench/configs/search.yaml" in names
     # the installed package works outside the checkout: compose a suite from the wheel alone
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)], check=True)

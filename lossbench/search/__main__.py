@@ -1,0 +1,137 @@
+"""``python -m lossbench.search [search.losses=[a,b,...]] data=<name> [search.n_trials=N] [key=value ...]``
+
+Tune each loss's hyperparameters with Optuna, the same number of trials per loss, then
+print each loss's best validation value and parameters. ``loss=a,b`` is shorthand for
+``search.losses=[a,b]``; with neither, the one ``loss`` chosen is searched. Every
+``python -m lossbench`` override works (data, model, trainer, ...); a loss parameter set
+on the command line (``loss.gamma=1``) is held fixed. The options are the ``search``
+node (``--cfg job`` prints it): ``n_trials``, ``storage``, ``study_name``, ``seed``,
+``pruner.{enabled,n_startup_trials,n_warmup_steps}``, ``timeout``, ``tune_lr``, ``space``.
+
+Re-run the same command to continue the studies up to ``search.n_trials``; run it in
+several terminals to share the trials. A user's mistake prints one message and exits with
+status 2 (``LOSSBENCH_DEBUG=1`` shows the traceback); Ctrl-C exits with 130; a trial
+that failed with an error (not a divergence) makes the exit status 1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from ..configs import CONFIG_DIR
+from ..errors import LossbenchError, unknown_name
+from .study import LossOutcome, listed_losses, loss_choices, normalize_overrides, run_search
+
+EXIT_STATUS = {"code": 0}
+_MULTIRUN = (
+    "python -m lossbench.search runs its studies itself and takes no -m/--multirun. Name several "
+    "losses with search.losses=[a,b]; for several data sets, run the command once per data set."
+)
+
+
+def _preflight(argv: Sequence[str]) -> list[str]:
+    """Refuse -m, turn ``loss=a,b`` into ``search.losses``, check the names before Hydra starts."""
+    from ..__main__ import preflight
+
+    if any(a in ("-m", "--multirun") or a.partition("=")[0].lstrip("+") == "hydra.mode" for a in argv):
+        raise LossbenchError(_MULTIRUN)
+    args = normalize_overrides(argv)
+    preflight(args)
+    for name in listed_losses(args):
+        if name not in loss_choices():
+            hint = f"The loss configs live in {Path(CONFIG_DIR) / 'loss'}."
+            raise unknown_name("loss", name, loss_choices(), hint=hint)
+    return args
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="search")
+def _app(cfg: DictConfig) -> None:
+    hc = HydraConfig.get()
+    if hc.mode == RunMode.MULTIRUN:
+        print(f"error: {_MULTIRUN}", file=sys.stderr)
+        raise SystemExit(2)
+    try:
+        outcomes = run_search(list(hc.overrides.task))
+    except LossbenchError as exc:
+        if os.environ.get("LOSSBENCH_DEBUG"):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print(
+            "\nInterrupted: the running trial is recorded as KILLED in MLflow; run the same command "
+            "again to run it anew and continue the studies.",
+            file=sys.stderr,
+        )
+        raise SystemExit(130) from None
+    print_summary(outcomes, str(cfg.tracking.uri))
+    EXIT_STATUS["code"] = 1 if any(o.errors for o in outcomes) else 0
+
+
+def print_summary(outcomes: Sequence[LossOutcome], tracking_uri: str) -> None:
+    """The table: each loss, its best validation value and parameters, its trials."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .. import tracking
+    from .study import TAG_BEST, format_params
+
+    if not outcomes:
+        return
+    console = Console()
+    if not console.is_terminal:  # a log file or a pipe: wide enough for the parameters
+        console = Console(width=160)
+    first = outcomes[0]
+    arrow = "higher is better" if first.direction == "maximize" else "lower is better"
+    table = Table(title=f"Best {first.objective} per loss ({arrow}), validation split")
+    table.add_column("loss")
+    table.add_column(f"best {first.objective}", justify="right")
+    table.add_column("best parameters")
+    table.add_column("complete", justify="right")
+    table.add_column("pruned", justify="right")
+    table.add_column("failed", justify="right")
+    table.add_column("budget", justify="right")
+    table.add_column("study")
+    scored = [o for o in outcomes if o.best_value is not None]
+    top = None
+    if scored:
+        pick = max if first.direction == "maximize" else min
+        top = pick(scored, key=lambda o: o.best_value or 0.0).loss
+    for o in outcomes:
+        value = f"{o.best_value:.4f}" if o.best_value is not None else "-"
+        style = "bold green" if o.loss == top else None
+        table.add_row(
+            o.loss, value, format_params(o.best_params) if o.best_value is not None else "-",
+            str(o.complete), str(o.pruned), str(o.failed), str(o.budget), o.study_name, style=style,
+        )
+    console.print(table)
+    for o in outcomes:
+        if o.note:
+            console.print(f"note: {o.loss}: {o.note}")
+    console.print(f"Studies: {first.storage}. Every trial is an MLflow run tagged optuna_study/optuna_trial;")
+    console.print(f"each loss's best run is tagged {TAG_BEST}=true and carries best_params.json.")
+    console.print(f"Open the UI: {tracking.ui_command(tracking_uri)}")
+
+
+def main() -> None:
+    try:
+        argv = _preflight(sys.argv[1:])
+    except LossbenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    sys.argv = [sys.argv[0], *argv]
+    _app()
+    if EXIT_STATUS["code"]:
+        raise SystemExit(EXIT_STATUS["code"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,448 @@
+"""Hyperparameter search: real Optuna studies in a journal file, real MLflow, real (tiny) training."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import pytorch_lightning as pl
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from lossbench import LossbenchError, loss_info
+from lossbench import schema as S
+from lossbench import tracking
+from lossbench.search import (
+    ARTIFACT_BEST,
+    LR_DIMENSION,
+    TAG_BEST,
+    SearchSettings,
+    loss_space,
+    normalize_overrides,
+    run_search,
+)
+from lossbench.search.study import record_best
+
+# 200 rows: about a second per trial on a CPU
+DATA = ["data=regression_outliers", "data.n_samples=200", "trainer.max_epochs=2", "trainer.accelerator=cpu"]
+TINY = [*DATA, "model=linear"]
+
+
+@pytest.fixture
+def search(mlflow_uri, tmp_path, request):
+    """search(*overrides) -> (outcomes, printed lines), in this test's experiment and journal."""
+    experiment = request.node.name.replace("[", "-").replace("]", "")[:200]
+    journal = tmp_path / "studies.journal"
+
+    def _search(*overrides: str, callbacks=()):
+        model = [] if any(o.startswith("model=") for o in overrides) else ["model=linear"]
+        lines: list[str] = []
+        where = [f"tracking.uri={mlflow_uri}", f"tracking.experiment_name={experiment}", f"search.storage={journal}"]
+        out = run_search(
+            [*where, *DATA, *model, *overrides],
+            printer=lines.append,
+            callbacks=callbacks,
+        )
+        return out, lines
+
+    _search.experiment = experiment
+    _search.journal = journal
+    return _search
+
+
+def load(journal: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(journal))))
+
+
+def runs_of(uri: str, experiment: str, study: str | None = None) -> list:
+    c = tracking.client(uri)
+    exp = c.get_experiment_by_name(experiment)
+    assert exp is not None
+    flt = f"tags.{S.TAG_STUDY} = '{study}'" if study else ""
+    return c.search_runs([exp.experiment_id], filter_string=flt, max_results=1000)
+
+
+def best_json(uri: str, run_id: str) -> dict:
+    with tempfile.TemporaryDirectory() as d:
+        with open(tracking.client(uri).download_artifacts(run_id, ARTIFACT_BEST, d)) as f:
+            return json.load(f)
+
+
+# ---------------------------------------------------------------------------- spaces and settings
+def test_loss_space_comes_from_the_registry_and_the_settings():
+    def settings(**search):
+        node = {"n_trials": 3, "storage": "x.journal", "study_name": "s", **search}
+        return SearchSettings.from_config(node)
+
+    declared = loss_info("focal").search_space["gamma"]
+    as_floats = {**declared, "low": float(declared["low"]), "high": float(declared["high"])}
+    assert loss_space("focal", settings()) == {"loss.gamma": as_floats}
+    with_lr = loss_space("focal", settings(tune_lr=True))
+    assert with_lr["optimizer.lr"] == LR_DIMENSION == {"type": "float", "low": 1e-4, "high": 1e-1, "log": True}
+    # a key set on the command line is held fixed
+    assert loss_space("focal", settings(tune_lr=True), fixed={"loss.gamma"}) == {"optimizer.lr": LR_DIMENSION}
+    # a user range replaces the declared one; a loss.<p> range only reaches losses that have p
+    user = settings(space={"loss": {"gamma": {"type": "float", "low": 0.5, "high": 1.5}}})
+    assert loss_space("focal", user)["loss.gamma"] == {"type": "float", "low": 0.5, "high": 1.5, "log": False}
+    assert loss_space("ldam", user) == {f"loss.{k}": v for k, v in loss_info("ldam").search_space.items()}
+    assert loss_space("mse", settings()) == {}
+
+
+@pytest.mark.parametrize(
+    "search,words",
+    [
+        ({"n_trials": 0}, ["search.n_trials", ">= 1"]),
+        ({"timeout": -5}, ["search.timeout"]),
+        (
+            {"space": {"optimizer": {"lr": {"type": "float", "low": 0.0, "high": 1.0, "log": True}}}},
+            ["optimizer.lr", "log", "> 0"],
+        ),
+        ({"space": {"optimizer": {"lr": {"type": "float", "low": 1.0, "high": 0.1}}}}, ["optimizer.lr", "above"]),
+        ({"space": {"loss": {"gamma": {"type": "normal"}}}}, ["loss.gamma", "'normal'", "categorical"]),
+        ({"space": {"loss": {"gamma": {"type": "categorical", "choices": []}}}}, ["loss.gamma", "choices"]),
+        ({"space": {"loss": {"gamma": 2}}}, ["search.space.loss.gamma", "type: float"]),
+    ],
+)
+def test_bad_settings_are_refused_with_the_key_named(search, words):
+    node = {"n_trials": 3, "storage": "x.journal", "study_name": "s", **search}
+    with pytest.raises(LossbenchError) as e:
+        SearchSettings.from_config(node)
+    for w in words:
+        assert w in str(e.value)
+
+
+def test_a_range_outside_what_the_loss_takes_is_refused():
+    s = SearchSettings.from_config(
+        {
+            "n_trials": 3,
+            "storage": "x",
+            "study_name": "s",
+            "space": {"loss": {"gamma": {"type": "float", "low": -1.0, "high": 2.0}}},
+        }
+    )
+    with pytest.raises(LossbenchError) as e:
+        loss_space("focal", s)
+    assert "loss.gamma" in str(e.value) and "-1.0" in str(e.value) and "focal" in str(e.value)
+
+
+def test_loss_comma_list_becomes_search_losses():
+    expected = ["data=imbalanced", "search.losses=[focal,ldam]", "loss=focal"]
+    assert normalize_overrides(["loss=focal,ldam", "data=imbalanced"]) == expected
+    assert normalize_overrides(["search.losses=focal,ldam"]) == ["search.losses=[focal,ldam]", "loss=focal"]
+    assert normalize_overrides(["search.losses=[focal,ldam]", "loss=ldam"]) == ["loss=ldam", "search.losses=[focal,ldam]"]
+    assert normalize_overrides(["loss=focal", "loss.gamma=1"]) == ["loss=focal", "loss.gamma=1"]
+    with pytest.raises(LossbenchError, match="once"):
+        normalize_overrides(["loss=focal,ldam", "search.losses=[mse]"])
+
+
+# ---------------------------------------------------------------------------- studies
+def test_every_loss_gets_the_same_budget_and_every_trial_is_a_tagged_run(search, mlflow_uri):
+    outcomes, lines = search("search.losses=[huber,cauchy]", "search.n_trials=3")
+    assert [o.loss for o in outcomes] == ["huber", "cauchy"]
+    runs = runs_of(mlflow_uri, search.experiment)
+    assert len(runs) == 6
+    for o, param in zip(outcomes, ("delta", "c"), strict=True):
+        study = load(search.journal, o.study_name)
+        trials = study.get_trials()
+        assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+        assert (o.complete, o.pruned, o.failed, o.budget) == (3, 0, 0, 3)
+        mine = {int(r.data.tags[S.TAG_TRIAL]): r for r in runs if r.data.tags[S.TAG_STUDY] == o.study_name}
+        assert sorted(mine) == [0, 1, 2]
+        for t in trials:
+            run = mine[t.number]
+            assert run.info.status == "FINISHED" and run.data.tags[S.TAG_LOSS] == o.loss
+            assert t.user_attrs["mlflow_run_id"] == run.info.run_id
+            # the sampled value reached the loss, and the objective is the run's best validation value
+            assert float(run.data.params[f"loss.{param}"]) == pytest.approx(t.params[f"loss.{param}"], rel=1e-12)
+            assert json.loads(run.data.tags[S.TAG_LOSS_PARAMS])[param] == pytest.approx(t.params[f"loss.{param}"])
+            history = tracking.client(mlflow_uri).get_metric_history(run.info.run_id, "val_rmse")
+            assert t.value == pytest.approx(run.data.metrics[S.METRIC_BEST_VAL])
+            assert t.value == pytest.approx(min(h.value for h in history))
+            assert t.value != pytest.approx(run.data.metrics["test_rmse"])
+        # the best trial (lowest validation RMSE) is marked, and only it
+        best = min(trials, key=lambda t: t.value)
+        tagged = [r for r in mine.values() if r.data.tags.get(TAG_BEST) == "true"]
+        assert [r.info.run_id for r in tagged] == [best.user_attrs["mlflow_run_id"]] == [o.best_run_id]
+        record = best_json(mlflow_uri, o.best_run_id)
+        assert record["best_params"] == best.params == o.best_params
+        assert record["best_value"] == pytest.approx(best.value)
+        assert record["trials"] == {"complete": 3, "pruned": 0, "failed": 0, "budget": 3}
+        assert record["study"] == o.study_name and record["objective"] == "val_rmse" and record["direction"] == "minimize"
+        assert record["train_command"].startswith(f"python -m lossbench loss={o.loss} ")
+    assert sum(1 for x in lines if " complete " in x) == 6
+
+
+def test_rerunning_continues_the_study_up_to_the_budget(search, mlflow_uri):
+    first, _ = search("loss=huber", "search.n_trials=2")
+    name = first[0].study_name
+    assert [t.number for t in first[0].trials] == [0, 1]
+    again, _ = search("loss=huber", "search.n_trials=4")
+    assert [t.number for t in again[0].trials] == [2, 3]
+    assert len(load(search.journal, name).get_trials()) == 4  # not 2 + 4
+    assert len(runs_of(mlflow_uri, search.experiment, name)) == 4
+    done, _ = search("loss=huber", "search.n_trials=4")  # the budget is spent: nothing runs
+    assert done[0].trials == [] and done[0].complete == 4
+    # exactly one run carries the best tag; moving the best moves the tag
+    tagged = [r for r in runs_of(mlflow_uri, search.experiment, name) if r.data.tags.get(TAG_BEST) == "true"]
+    assert [r.info.run_id for r in tagged] == [done[0].best_run_id]
+    other = next(r.info.run_id for r in runs_of(mlflow_uri, search.experiment, name) if r.info.run_id != done[0].best_run_id)
+    done[0].best_run_id = other
+    from lossbench.search.study import LossPlan
+
+    plan = LossPlan("huber", None, {}, [], 4, "val_rmse", "minimize", name, ["loss=huber"], {})  # type: ignore[arg-type]
+    record_best(done[0], plan, mlflow_uri, tagged[0].info.experiment_id)
+    tagged = [r for r in runs_of(mlflow_uri, search.experiment, name) if r.data.tags.get(TAG_BEST) == "true"]
+    assert [r.info.run_id for r in tagged] == [other]
+    # continuing with another config is refused: its trials would not compare
+    with pytest.raises(LossbenchError) as e:
+        search("loss=huber", "search.n_trials=6", "data.n_samples=300")
+    assert name in str(e.value) and "data.n_samples: 200 -> 300" in str(e.value)
+
+
+def test_a_diverged_trial_fails_and_the_study_goes_on(search, mlflow_uri):
+    # mse declares no hyperparameter; the user's space makes some trials diverge for real
+    outcomes, lines = search(
+        "loss=mse", "model=mlp", "search.n_trials=4", "+search.space.optimizer.lr={type:categorical,choices:[1e6,0.01]}"
+    )
+    o = outcomes[0]
+    trials = load(search.journal, o.study_name).get_trials()
+    assert len(trials) == 4 and o.budget == 4
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert failed and complete
+    assert all(t.params["optimizer.lr"] == 1e6 and t.user_attrs["failure"] == "diverged" for t in failed)
+    assert all(t.params["optimizer.lr"] == 0.01 for t in complete)
+    assert min(t.number for t in failed) < max(t.number for t in complete)  # went on after a failure
+    runs = {int(r.data.tags[S.TAG_TRIAL]): r for r in runs_of(mlflow_uri, search.experiment, o.study_name)}
+    for t in failed:
+        assert runs[t.number].info.status == "FAILED" and runs[t.number].data.tags[S.TAG_FAILURE] == S.FAILURE_DIVERGED
+    assert (o.complete, o.failed) == (len(complete), len(failed))
+    assert o.best_params == {"optimizer.lr": 0.01}
+    assert any("failed    diverged" in x for x in lines)
+
+
+def test_hopeless_trials_are_pruned_and_recorded_as_killed(search, mlflow_uri):
+    outcomes, _ = search(
+        "loss=huber",
+        "search.n_trials=5",
+        "trainer.max_epochs=4",
+        "search.pruner.n_startup_trials=1",
+        "search.pruner.n_warmup_steps=0",
+        # a learning rate that barely moves the model, or one that learns: the first kind is hopeless
+        "+search.space.optimizer.lr={type:categorical,choices:[1e-5,0.1]}",
+    )
+    o = outcomes[0]
+    trials = load(search.journal, o.study_name).get_trials()
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert pruned and o.pruned == len(pruned) and len(trials) == 5
+    runs = {int(r.data.tags[S.TAG_TRIAL]): r for r in runs_of(mlflow_uri, search.experiment, o.study_name)}
+    c = tracking.client(mlflow_uri)
+    for t in trials:
+        run = runs[t.number]
+        history = {h.step: h.value for h in c.get_metric_history(run.info.run_id, "val_rmse")}
+        # what the pruner saw is the run's validation RMSE, epoch by epoch
+        assert t.intermediate_values == pytest.approx(history)
+        if t.state == TrialState.PRUNED:
+            assert run.info.status == "KILLED" and run.data.tags["pruned"] == "true"
+            assert max(t.intermediate_values) < 3  # stopped before the last epoch
+            assert "test_rmse" not in run.data.metrics
+        else:
+            assert run.info.status == "FINISHED" and sorted(t.intermediate_values) == [0, 1, 2, 3]
+
+
+def test_a_loss_with_nothing_to_tune_runs_once_in_a_database_storage(search, mlflow_uri, tmp_path):
+    db = tmp_path / "studies.db"
+    outcomes, lines = search("loss=mse", "search.n_trials=5", f"search.storage=sqlite:///{db}")
+    o = outcomes[0]
+    assert loss_info("mse").search_space == {}
+    assert (o.budget, o.complete, len(o.trials)) == (1, 1, 1) and "no hyperparameters to tune" in o.note
+    study = optuna.load_study(study_name=o.study_name, storage=f"sqlite:///{db}")
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] and study.best_params == {}
+    assert db.exists() and not search.journal.exists()
+    assert best_json(mlflow_uri, o.best_run_id)["best_params"] == {}
+
+
+def test_a_named_variant_keeps_its_parameters_and_a_command_line_value_is_held(mlflow_uri, tmp_path):
+    outcomes = run_search(
+        [
+            "search.losses=[label_smoothing,focal]", "search.tune_lr=true", "optimizer.lr=0.01",
+            "data=imbalanced", "data.n_max=100",
+            "data.imbalance_ratio=10", "model=linear", "trainer.max_epochs=1", "trainer.accelerator=cpu",
+            "search.n_trials=1", f"search.storage={tmp_path / 'j.journal'}", f"tracking.uri={mlflow_uri}",
+            "tracking.experiment_name=variants",
+        ],
+        printer=lambda line: None,
+    )
+    smoothing, focal = outcomes
+    # label_smoothing is cross_entropy with label_smoothing=0.1: that value is what it is, not searched
+    assert smoothing.loss == "label_smoothing" and smoothing.study_name == "variants-imbalanced-label_smoothing"
+    # and optimizer.lr, set on the command line, is held for every loss although tune_lr asks for it
+    assert smoothing.space == {} and smoothing.fixed == ["loss.label_smoothing", "optimizer.lr"] and smoothing.budget == 1
+    run = tracking.client(mlflow_uri).get_run(smoothing.best_run_id)
+    assert run.data.params["loss.label_smoothing"] == "0.1" and run.data.tags[S.TAG_LOSS] == "cross_entropy"
+    assert run.data.params["optimizer.lr"] == "0.01"
+    assert focal.space == {"loss.gamma": {"type": "float", "low": 0.0, "high": 5.0, "log": False}}
+    assert focal.fixed == ["optimizer.lr"] and 0.0 <= focal.best_params["loss.gamma"] <= 5.0
+    assert tracking.client(mlflow_uri).get_run(focal.best_run_id).data.params["optimizer.lr"] == "0.01"
+
+
+def test_mistakes_are_refused_before_any_trial(search, mlflow_uri):
+    with pytest.raises(LossbenchError) as e:
+        search("search.losses=[huber,focla]")
+    assert "Did you mean 'focal'" in str(e.value)
+    with pytest.raises(LossbenchError) as e:
+        search("loss=huber", f"search.storage={mlflow_uri}")
+    assert "MLflow database" in str(e.value)
+    with pytest.raises(LossbenchError) as e:
+        search("loss=huber", "+search.space.optimizer.momentum={type:float,low:0.1,high:0.9}")
+    assert "optimizer.momentum" in str(e.value)
+    with pytest.raises(LossbenchError) as e:
+        search("search.losses=[huber,cauchy]", "+search.space.loss.gamma={type:float,low:0,high:1}")
+    assert "gamma" in str(e.value) and "huber, cauchy" in str(e.value)
+    assert not search.journal.exists()
+    assert tracking.client(mlflow_uri).get_experiment_by_name(search.experiment) is None
+
+
+class PressCtrlC(pl.Callback):
+    """Sends this process a real SIGINT during the second epoch of the second trial."""
+
+    def __init__(self) -> None:
+        self.fits = 0
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self.fits += 1
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if self.fits == 2 and trainer.current_epoch == 1:
+            signal.raise_signal(signal.SIGINT)
+
+
+def test_an_interrupted_trial_runs_again_and_does_not_use_the_budget(search, mlflow_uri):
+    with pytest.raises(KeyboardInterrupt):
+        search("loss=huber", "search.n_trials=3", callbacks=[PressCtrlC()])
+    study = load(search.journal, f"{search.experiment}-regression_outliers-huber")
+    t0, t1, t2 = study.get_trials()
+    assert t0.state == TrialState.COMPLETE
+    assert t1.state == TrialState.FAIL and t1.user_attrs["failure"] == "interrupted"
+    assert t2.state == TrialState.WAITING and t2.user_attrs["retry_of"] == 1
+    run = tracking.client(mlflow_uri).get_run(_run_of(mlflow_uri, search.experiment, 1))
+    assert run.info.status == "KILLED"  # recorded by the pipeline as interrupted
+    outcomes, _ = search("loss=huber", "search.n_trials=3")  # the same command again
+    o = outcomes[0]
+    assert [t.number for t in o.trials] == [2, 3]
+    trials = load(search.journal, o.study_name).get_trials()
+    assert trials[2].params == t1.params and trials[2].state == TrialState.COMPLETE
+    assert (o.complete, o.failed, len(trials)) == (3, 0, 4)  # the interrupted trial is not counted
+
+
+def _run_of(uri: str, experiment: str, number: int) -> str:
+    return next(r.info.run_id for r in runs_of(uri, experiment) if r.data.tags.get(S.TAG_TRIAL) == str(number))
+
+
+def test_a_trial_left_running_by_a_killed_worker_runs_again(search, mlflow_uri):
+    first, _ = search("loss=huber", "search.n_trials=1")
+    name = first[0].study_name
+    experiment_id = tracking.client(mlflow_uri).get_experiment_by_name(search.experiment).experiment_id
+    # a worker that takes a trial, starts its MLflow run and dies without a word (as under kill -9)
+    dead_worker = f"""
+import os, socket, optuna
+from mlflow import MlflowClient
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+study = optuna.load_study(study_name={name!r}, storage=JournalStorage(JournalFileBackend({str(search.journal)!r})))
+trial = study.ask({{"loss.delta": optuna.distributions.FloatDistribution(0.05, 10.0, log=True)}})
+trial.set_user_attr("worker", {{"host": socket.gethostname(), "pid": os.getpid()}})
+tags = {{{S.TAG_STUDY!r}: {name!r}, {S.TAG_TRIAL!r}: str(trial.number)}}
+MlflowClient({mlflow_uri!r}).create_run({experiment_id!r}, tags=tags)
+os._exit(0)
+"""
+    subprocess.run([sys.executable, "-c", dead_worker], check=True, timeout=120)
+    stale = load(search.journal, name).get_trials()[1]
+    assert stale.state == TrialState.RUNNING
+    orphan = _run_of(mlflow_uri, search.experiment, 1)
+    assert tracking.client(mlflow_uri).get_run(orphan).info.status == "RUNNING"
+    again, lines = search("loss=huber", "search.n_trials=2")
+    trials = load(search.journal, name).get_trials()
+    assert trials[1].state == TrialState.FAIL
+    assert trials[2].user_attrs["retry_of"] == 1 and trials[2].params == stale.params
+    assert trials[2].state == TrialState.COMPLETE and len(trials) == 3
+    assert again[0].complete == 2 and [t.number for t in again[0].trials] == [2]
+    assert any("left running by a stopped worker" in x for x in lines)
+    assert tracking.client(mlflow_uri).get_run(orphan).info.status == "KILLED"
+
+
+# ---------------------------------------------------------------------------- command line
+def _cli(args: list[str], cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "lossbench.search", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _trials(journal: Path, name: str) -> list:
+    storage = JournalStorage(JournalFileBackend(str(journal)))
+    if name not in optuna.get_all_study_names(storage):
+        return []
+    return optuna.load_study(study_name=name, storage=storage).get_trials()
+
+
+@pytest.mark.slow
+def test_the_command_and_a_second_worker_share_one_study(mlflow_uri, tmp_path):
+    args = ["loss=huber", *TINY, "search.n_trials=6", f"tracking.uri={mlflow_uri}", "tracking.experiment_name=cli-workers"]
+    command = _cli(args, tmp_path)
+    journal = tmp_path / "optuna" / "cli-workers.journal"  # the default storage, apart from MLflow
+    name = "cli-workers-regression_outliers-huber"
+    deadline = time.monotonic() + 240
+    while not (journal.exists() and _trials(journal, name)):  # the command has started its first trial
+        assert command.poll() is None, command.communicate()[1][-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    lines: list[str] = []
+    here = run_search([*args, f"search.storage={journal}"], printer=lines.append)  # a second worker
+    out, err = command.communicate(timeout=300)
+    assert command.returncode == 0, err[-3000:]
+    assert "Best val_rmse per loss" in out and name in out and "optuna_best=true" in out
+    trials = _trials(journal, name)
+    assert len(trials) == 6 and all(t.state == TrialState.COMPLETE for t in trials)  # 6 in all, not 6 each
+    assert {t.user_attrs["worker"]["pid"] for t in trials} <= {command.pid, os.getpid()}
+    printed = [x for x in out.splitlines() + lines if x.startswith("huber  #")]
+    assert sorted(int(x.split("#")[1].split()[0]) for x in printed) == list(range(6))  # each trial ran once
+    assert here[0].used >= 5  # this worker saw the study up to the command's last trial
+    runs = runs_of(mlflow_uri, "cli-workers")
+    assert len(runs) == 6 and sum(r.data.tags.get(TAG_BEST) == "true" for r in runs) == 1
+
+
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (["search.losses=[focal,ldamm]", "data=imbalanced"], ["Unknown loss 'ldamm'", "Did you mean 'ldam'"]),
+        (["-m", "loss=focal,ldam"], ["no -m/--multirun", "search.losses=[a,b]"]),
+        (["loss=huber", *TINY, "search.n_trials=0"], ["search.n_trials must be an integer >= 1"]),  # inside the Hydra app
+    ],
+)
+def test_a_mistake_on_the_command_line_exits_2_without_a_traceback(args, words, monkeypatch, tmp_path, capsys, mlflow_uri):
+    from lossbench.search.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["lossbench.search", *args, f"tracking.uri={mlflow_uri}"])
+    with pytest.raises(SystemExit) as e:
+        main()
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    for w in words:
+        assert w in err
+    assert "Traceback" not in err
