@@ -1,0 +1,140 @@
+"""``build_report``: MLflow experiment in, HTML and Markdown report out."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from typing import TYPE_CHECKING
+
+from ..errors import LossbenchError
+from . import collect
+from .render import check_formats
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .aggregate import Analysis
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    """Where a report was written."""
+
+    out_dir: Path
+    html: Path | None
+    markdown: Path | None
+    figures: tuple[Path, ...]
+
+
+def curve_runs(analysis: Analysis, limit: int) -> dict[tuple[str, str], str]:
+    """The runs whose validation curves are drawn: per (scenario, loss), the chosen variant's
+    lowest finished seed; at most ``limit`` runs in all, scenarios in order."""
+    out: dict[tuple[str, str], str] = {}
+    for s in analysis.scenarios:
+        for r in s.losses:
+            if len(out) >= limit:
+                return out
+            v = r.chosen
+            if len(v.values):
+                out[(s.scenario, r.loss)] = v.run_ids[v.values.index[0]]
+    return out
+
+
+def build_report(
+    experiment_name: str,
+    tracking_uri: str,
+    out_dir: str | Path,
+    *,
+    alpha: float = 0.05,
+    formats: Sequence[str] = ("html", "md"),
+    max_curve_runs: int = 200,
+    appendix: bool = True,
+) -> ReportPaths:
+    """Read ``experiment_name`` from the MLflow store at ``tracking_uri`` and write the report.
+
+    Writes ``report.html`` (figures embedded), ``report.md`` (figures linked) and the figures
+    as PNG files under ``out_dir/figures``. Raises :class:`LossbenchError` for an unknown or
+    empty experiment or a store that does not exist.
+    """
+    fmts = check_formats(formats)
+    with collect.gc_paused():
+        return _build(experiment_name, tracking_uri, Path(out_dir), alpha, fmts, max_curve_runs, appendix)
+
+
+def _build(
+    experiment_name: str,
+    tracking_uri: str,
+    out: Path,
+    alpha: float,
+    fmts: tuple[str, ...],
+    max_curve_runs: int,
+    appendix: bool,
+) -> ReportPaths:
+    if not experiment_name:
+        raise LossbenchError("tracking.experiment_name is empty: name the experiment to report on.")
+    if isinstance(alpha, bool) or not (isinstance(alpha, int | float) and 0 < alpha < 1):
+        raise LossbenchError(f"report.alpha must be a number in (0, 1), got {alpha!r}.")
+    if isinstance(max_curve_runs, bool) or not isinstance(max_curve_runs, int) or max_curve_runs < 0:
+        raise LossbenchError(f"report.max_curve_runs must be an int >= 0, got {max_curve_runs!r}.")
+    client = collect.open_store(tracking_uri)
+    experiment = collect.find_experiment(client, experiment_name)
+    table, ignored = collect.run_table(client, experiment)
+    if table.empty:
+        extra = f" ({ignored} run(s) there lack the lossbench tags)" if ignored else ""
+        raise LossbenchError(
+            f"The experiment '{experiment_name}' has no lossbench runs{extra}. Log some first, e.g. "
+            f"`python -m lossbench -m loss=mse,l1,huber seed=0,1,2 tracking.experiment_name={experiment_name}`."
+        )
+    # imported here: an unknown experiment is reported without loading torch or matplotlib
+    from . import sections
+    from .aggregate import analyze
+    from .scenarios import scenario_settings
+    from .render import render
+
+    analysis = analyze(table, alpha=float(alpha))
+    out.mkdir(parents=True, exist_ok=True)
+    sink = sections.FigureSink(out)
+    picks = curve_runs(analysis, max_curve_runs)
+    objective_of = {s.scenario: s.objective for s in analysis.scenarios}
+    histories: dict[str, pd.DataFrame] = {}
+    by_key: dict[str, list[str]] = {}
+    for (scen, _), rid in picks.items():
+        by_key.setdefault(f"val_{objective_of[scen]}", []).append(rid)
+    for key, ids in by_key.items():
+        histories.update(collect.metric_histories(client, ids, key))
+    settings = scenario_settings(analysis.table)
+    names = sections.short_labels(settings, [s.scenario for s in analysis.scenarios], with_name=True)
+    from .. import __version__
+
+    context = {
+        "experiment": experiment_name,
+        "tracking_uri": tracking_uri,
+        "n_runs": len(analysis.table),
+        "n_ignored": ignored,
+        "n_scenarios": len(analysis.scenarios),
+        "alpha": f"{alpha:g}",
+        "generated": _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        "version": __version__,
+        "summary": sections.summary(analysis, names),
+        "task": sections.section_task(analysis),
+        "norm": sections.section_normalisation(analysis, settings, names),
+        "ranking": sections.section_ranking(analysis, settings, names, sink, histories, picks),
+        "combo": sections.section_combination(analysis, float(alpha), names),
+        "traits": sections.section_traits(analysis, names),
+        "appendix": sections.section_appendix(analysis, sink) if appendix else None,
+    }
+    written = render(context, out, fmts)
+    _remove_stale_figures(out / "figures", set(sink.paths), sections.FIGURE_PREFIXES)
+    return ReportPaths(out, written.get("html"), written.get("md"), tuple(sink.paths))
+
+
+def _remove_stale_figures(folder: Path, keep: set[Path], prefixes: tuple[str, ...]) -> None:
+    """Figures an earlier report wrote here and this one did not (only files named as reports name them)."""
+    if not folder.is_dir():
+        return
+    for path in folder.glob("*.png"):
+        if path not in keep and path.name.startswith(prefixes):
+            path.unlink()
