@@ -658,3 +658,31 @@ def test_every_regression_loss_declares_a_search_space_for_its_float_params():
                 assert p.search is not None, (name, p.name)
                 p.validate(name, p.search.low)  # the search space lies inside the valid range
                 p.validate(name, p.search.high)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_fused_fast_paths_match_numpy_scipy_and_sklearn(reduction):
+    """mse, l1, huber and smooth_l1 call torch's fused kernels; check them against references
+    that are not torch: numpy formulas, scipy.special.huber and scikit-learn's metrics."""
+    import scipy.special
+    from sklearn.metrics import mean_absolute_error
+
+    rng = np.random.default_rng(7)
+    y = rng.normal(size=200)
+    p = y + rng.standard_t(df=1.5, size=200) * 3.0  # heavy-tailed residuals, some in the hundreds
+    r = p - y
+    beta, delta = 0.5, 2.0
+    per_element = {
+        ("mse", ()): r**2,
+        ("l1", ()): np.abs(r),
+        ("huber", (("delta", delta),)): scipy.special.huber(delta, r),
+        ("smooth_l1", (("beta", beta),)): np.where(np.abs(r) < beta, 0.5 * r**2 / beta, np.abs(r) - 0.5 * beta),
+    }
+    pt, yt = torch.tensor(p), torch.tensor(y)
+    for (name, kw), ref in per_element.items():
+        got = create_loss(name, reduction=reduction, **dict(kw))(pt, yt).numpy()
+        want = {"none": ref, "sum": ref.sum(), "mean": ref.mean()}[reduction]
+        np.testing.assert_allclose(got, want, rtol=1e-10, err_msg=name)
+    if reduction == "mean":
+        assert float(create_loss("mse")(pt, yt)) == pytest.approx(mean_squared_error(y, p), rel=1e-12)
+        assert float(create_loss("l1")(pt, yt)) == pytest.approx(mean_absolute_error(y, p), rel=1e-12)

@@ -122,6 +122,15 @@ def _hard_ce(
     ignored samples; ``"mean"`` divides the sum by ``sum w_y`` over the kept samples
     (by their number when unweighted).
     """
+    if weight is None or weight.dtype == logits.dtype:  # torch's fused kernel: the same definition
+        return F.cross_entropy(
+            logits,
+            target,
+            weight=weight,
+            ignore_index=-100 if ignore_index is None else ignore_index,
+            label_smoothing=float(label_smoothing),
+            reduction=reduction,
+        )
     logp = torch.log_softmax(logits, dim=1)
     valid = None if ignore_index is None else target != ignore_index
     t = target if valid is None else target.masked_fill(~valid, 0)
@@ -832,10 +841,8 @@ def bce_loss(
     The same as :func:`torch.nn.functional.binary_cross_entropy_with_logits`.
     """
     x, t = _binary_input("bce", pred, target)
-    pos = -F.logsigmoid(x)
-    if pos_weight is not None:
-        pos = pos_weight * pos
-    return reduce(t * pos + (1.0 - t) * -F.logsigmoid(-x), reduction)
+    pw = None if pos_weight is None else (pos_weight.to(x) if isinstance(pos_weight, torch.Tensor) else x.new_full((), float(pos_weight)))
+    return F.binary_cross_entropy_with_logits(x, t, pos_weight=pw, reduction=reduction)
 
 
 @register_loss(
@@ -862,7 +869,9 @@ def balanced_bce_loss(
 ) -> torch.Tensor:
     """``-alpha log p`` for ``y = 1``, ``-(1 - alpha) log(1 - p)`` for ``y = 0``, ``p = sigma(f)``."""
     x, t = _binary_input("balanced_bce", pred, target)
-    return reduce(alpha * t * -F.logsigmoid(x) + (1.0 - alpha) * (1.0 - t) * -F.logsigmoid(-x), reduction)
+    # BCE with the per-element weight alpha_t = alpha (y = 1) or 1 - alpha (y = 0): one fused kernel
+    alpha_t = (1.0 - alpha) + (2.0 * alpha - 1.0) * t
+    return F.binary_cross_entropy_with_logits(x, t, weight=alpha_t, reduction=reduction)
 
 
 @register_loss(

@@ -35,6 +35,13 @@ def _residual(name: str, pred: torch.Tensor, target: torch.Tensor) -> torch.Tens
     return pred.to(dtype) - target.to(dtype)
 
 
+def _pair(name: str, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``pred``, ``target`` in the working dtype, for torch's fused kernels (no copy when already there)."""
+    check_same_shape(name, pred, target)
+    dtype = torch.promote_types(torch.promote_types(pred.dtype, target.dtype), torch.float32)
+    return pred.to(dtype), target.to(dtype)
+
+
 def _like(value: Number, ref: torch.Tensor) -> torch.Tensor:
     """A hyperparameter as a tensor in ``ref``'s dtype and device (a fill, never a host copy)."""
     if isinstance(value, torch.Tensor):
@@ -62,9 +69,8 @@ def _pos(name: str, search: Search, help: str, default: float = 1.0) -> Param:
     reference="Gauss (1809); source document §3.1.1",
 )
 def mse_loss(pred: torch.Tensor, target: torch.Tensor, *, reduction: str = "mean") -> torch.Tensor:
-    """``L = (f(x) - y)^2`` per element."""
-    r = _residual("mse", pred, target)
-    return reduce(r * r, reduction)
+    """``L = (f(x) - y)^2`` per element (torch's fused kernel does the arithmetic)."""
+    return F.mse_loss(*_pair("mse", pred, target), reduction=reduction)
 
 
 @register_loss(
@@ -82,11 +88,10 @@ def rmse_loss(pred: torch.Tensor, target: torch.Tensor, *, reduction: str = "mea
     Euclidean norm of the residual, ``sqrt(sum r^2)``. ``"none"``: per element, like
     every regression loss, the root of each squared residual, ``|r|``.
     """
-    r = _residual("rmse", pred, target)
+    p, t = _pair("rmse", pred, target)
     if reduction == "none":
-        return r.abs()
-    sq = r * r
-    return _safe_sqrt(sq.sum() if reduction == "sum" else sq.mean())
+        return (p - t).abs()
+    return _safe_sqrt(F.mse_loss(p, t, reduction=reduction))
 
 
 @register_loss(
@@ -99,7 +104,7 @@ def rmse_loss(pred: torch.Tensor, target: torch.Tensor, *, reduction: str = "mea
 )
 def l1_loss(pred: torch.Tensor, target: torch.Tensor, *, reduction: str = "mean") -> torch.Tensor:
     """``L = |f(x) - y|`` per element."""
-    return reduce(_residual("l1", pred, target).abs(), reduction)
+    return F.l1_loss(*_pair("l1", pred, target), reduction=reduction)
 
 
 @register_loss(
@@ -120,7 +125,9 @@ def huber_loss(
     pred: torch.Tensor, target: torch.Tensor, *, delta: Number = 1.0, reduction: str = "mean"
 ) -> torch.Tensor:
     """``0.5 r^2`` if ``|r| <= delta`` else ``delta (|r| - 0.5 delta)``."""
-    a = _residual("huber", pred, target).abs()
+    if not isinstance(delta, torch.Tensor):  # a plain number: torch's fused kernel
+        return F.huber_loss(*_pair("huber", pred, target), reduction=reduction, delta=float(delta))
+    a = _residual("huber", pred, target).abs()  # tensor delta (batched sweeps): the same formula
     quad = torch.clamp(a, max=delta)
     # 0.5 q^2 + delta (a - q), with q = min(a, delta): one branch-free expression
     return reduce(0.5 * quad * quad + delta * (a - quad), reduction)
@@ -147,7 +154,9 @@ def smooth_l1_loss(
     pred: torch.Tensor, target: torch.Tensor, *, beta: Number = 1.0, reduction: str = "mean"
 ) -> torch.Tensor:
     """``0.5 r^2 / beta`` if ``|r| < beta`` else ``|r| - 0.5 beta``; ``beta = 0`` is ``|r|``."""
-    a = _residual("smooth_l1", pred, target).abs()
+    if not isinstance(beta, torch.Tensor):  # a plain number: torch's fused kernel
+        return F.smooth_l1_loss(*_pair("smooth_l1", pred, target), reduction=reduction, beta=float(beta))
+    a = _residual("smooth_l1", pred, target).abs()  # tensor beta (batched sweeps): the same formula
     quad = torch.clamp(a, max=beta)
     # with beta = 0, quad is 0: divide by 1 instead of 0 (works for floats and tensors)
     nonzero_beta = beta + (beta == 0)
