@@ -1,0 +1,200 @@
+"""The shipped benchmark, ``python -m lossbench.benchmark``: every subcommand on tiny settings.
+
+No speed is asserted (machines are shared); these check that each subcommand measures what
+it says, on the real code paths, and writes well-formed results.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from lossbench.benchmark.__main__ import main
+from lossbench.errors import LossbenchError
+from lossbench.registry import list_losses, loss_info
+
+
+def _read(path) -> dict:
+    return json.loads(path.read_text())
+
+
+# ------------------------------------------------------------------------------------ losses
+def test_losses_times_every_loss_against_a_reference_that_agrees(tmp_path, capsys):
+    out = tmp_path / "losses.json"
+    main(["losses", "--n", "64", "--rounds", "1", "--min-run-time", "0.001", "--json", str(out)])
+    data = _read(out)
+    rows = {r["name"]: r for r in data["results"]}
+    assert set(rows) == set(list_losses())
+    for name, r in rows.items():
+        assert r["ours_us"] > 0 and r["reference_us"] > 0, name
+        assert math.isfinite(r["ratio"]) and r["ratio"] > 0, name
+        assert r["task"] in loss_info(name).tasks or name == "combo", name
+        if r["equivalent"]:
+            # the benchmark computed both values and found them equal before timing
+            assert r["max_rel_diff"] is not None and r["max_rel_diff"] < 1e-4, name
+            assert isinstance(r["within_goal"], bool)
+        else:
+            assert r["max_rel_diff"] is None and r["within_goal"] is None
+            assert r["reference"].startswith(("F.mse_loss", "F.cross_entropy", "F.binary_cross_entropy"))
+    # the losses torch or torchvision implement are paired with them, not with a baseline
+    for name in ("mse", "l1", "smooth_l1", "huber", "cross_entropy", "bce", "kl_div", "binary_focal", "weighted_ce"):
+        assert rows[name]["equivalent"], name
+    assert "torchvision" in rows["binary_focal"]["reference"]
+    assert data["settings"]["n"] == 64 and data["machine"]["device"] == "cpu"
+    assert "binary_focal" in capsys.readouterr().out  # the table was printed
+
+
+def test_losses_unknown_name_is_a_clear_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["losses", "--loss", "hubr", "--rounds", "1"])
+    assert exc.value.code == 2
+    assert "huber" in capsys.readouterr().err  # did-you-mean
+
+
+def test_losses_rejects_cuda_without_a_gpu():
+    import torch
+
+    from lossbench.benchmark.losses import bench_losses
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(LossbenchError, match="--device cpu"):
+        bench_losses(device="cuda", names=["mse"], rounds=1)
+
+
+# ------------------------------------------------------------------------------------ train
+def test_train_times_the_real_pipeline_and_the_hand_loop(tmp_path, mlflow_uri):
+    from lossbench import tracking
+    from lossbench.benchmark.train import EXPERIMENT
+
+    # artifacts under tmp_path, not ./mlruns
+    tracking.client(mlflow_uri).create_experiment(EXPERIMENT, artifact_location=(tmp_path / "art").as_uri())
+    out = tmp_path / "train.json"
+    main([
+        "train", "--epochs", "1", "--rounds", "1", "--threads", "1", "--override", "data.n_max=100",
+        "--tracking-uri", mlflow_uri, "--json", str(out),
+    ])
+    data = _read(out)
+    r = data["rounds"]
+    assert all(len(r[k]) == 1 for k in ("run_s", "fit_s", "validation_s", "train_s", "hand_s"))
+    assert r["hand_s"][0] > 0 and r["validation_s"][0] > 0
+    # fit is part of the run, validation part of fit
+    assert 0 < r["fit_s"][0] < r["run_s"][0]
+    assert 0 < r["train_s"][0] < r["fit_s"][0]
+    assert all(v > 0 for v in data["ratio"].values())
+    settings = data["settings"]
+    assert settings["steps_per_epoch"] == math.ceil(settings["n_train"] / settings["batch_size"])
+    prof = data["profile"]["parts"]
+    assert prof["trainer.fit"] > 0 and prof["  training_step (forward, loss, finite check)"] > 0
+    # the lossbench side went through pipeline.run: warm-up, one round and the profiled run are in MLflow
+    c = tracking.client(mlflow_uri)
+    exp = c.get_experiment_by_name(EXPERIMENT)
+    runs = c.search_runs([exp.experiment_id])
+    assert len(runs) == 3 and {x.info.status for x in runs} == {"FINISHED"}
+
+
+def test_train_unknown_data_is_a_clear_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--data", "imbalancd", "--rounds", "1"])
+    assert exc.value.code == 2
+    assert "Did you mean 'imbalanced'" in capsys.readouterr().err
+
+
+def test_hand_loop_trains_exactly_what_lossbench_trains(compose, mlflow_uri, tmp_path):
+    """Same network, initial weights, data, batches, optimizer and loss: on the CPU the weights
+    come out equal, so the hand-trained network's test loss is the one lossbench logged."""
+    import torch
+
+    from lossbench import pipeline
+    from lossbench.benchmark.train import hand_setup, hand_train
+
+    from lossbench import tracking
+
+    tracking.client(mlflow_uri).create_experiment("hand-loop", artifact_location=(tmp_path / "art").as_uri())
+    # one epoch: lossbench's best validation epoch (whose weights it tests) is then the last
+    cfg = compose("loss=focal", "data=imbalanced", "data.n_max=300", "trainer.max_epochs=1",
+                  "tracking.skip_finished=false", experiment_name="hand-loop")
+    result = pipeline.run(cfg, quiet=True)
+    assert result.status == "FINISHED"
+    h = hand_setup(cfg)
+    assert h.x.shape[0] > 3 * h.batch_size  # several steps, in shuffled order
+    seconds, net = hand_train(h, epochs=1, device="cpu")
+    assert seconds > 0
+    x, y = pipeline.prepare(cfg).datamodule.tensors("test")
+    with torch.no_grad():
+        trained = float(h.loss(net.eval()(x), y))
+        untrained = float(h.loss(h.net(x), y))
+    assert trained == pytest.approx(result.metrics["test_loss"], rel=1e-5)
+    assert untrained != pytest.approx(trained, rel=1e-3)  # and it did train
+
+
+# ------------------------------------------------------------------------------------ startup
+def test_startup_times_a_command_against_import_torch(tmp_path):
+    from lossbench.benchmark.startup import commands
+
+    assert set(commands()) == {"import torch", "import lossbench", "lossbench --help", "lossbench --cfg job"}
+    out = tmp_path / "startup.json"
+    main(["startup", "--runs", "1", "--command", "lossbench --help", "--json", str(out)])
+    res = _read(out)["results"]
+    assert set(res) == {"import torch", "lossbench --help"}  # the floor is always timed
+    for name, r in res.items():
+        assert len(r["runs_s"]) == 1 and r["median_s"] > 0, name
+        assert r["ratio_to_import_torch"] > 0, name
+    assert res["import torch"]["ratio_to_import_torch"] == pytest.approx(1.0)
+    assert res["lossbench --help"]["command"] == "python -m lossbench --help"
+
+
+def test_startup_unknown_command(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["startup", "--runs", "1", "--command", "lossbench --version"])
+    assert exc.value.code == 2
+    assert "lossbench --help" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------ report
+def test_report_on_generated_runs(tmp_path, mlflow_uri):
+    from lossbench import schema as S
+    from lossbench import tracking
+
+    out = tmp_path / "report.json"
+    n = 16
+    main([
+        "report", "--runs", str(n), "--rounds", "1", "--warmup", "0", "--epochs", "3", "--no-profile",
+        "--tracking-uri", mlflow_uri, "--json", str(out),
+    ])
+    data = _read(out)
+    assert len(data["build_s"]) == 1 and data["build_s"][0] > 0 and data["collect_s"][0] > 0
+    assert data["median_s"]["collect"] < data["median_s"]["build"]  # collect is one step of the build
+    assert {"report.html", "report.md"} <= set(data["outputs"])
+    # the runs look like the training side's: schema tags, flattened config, histories, test metrics
+    c = tracking.client(mlflow_uri)
+    exp = c.get_experiment_by_name(f"lossbench-benchmark-report-{n}r-3e")
+    runs = c.search_runs([exp.experiment_id], max_results=100)
+    assert len(runs) == n
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    assert finished
+    for r in finished:
+        tags, params, metrics = r.data.tags, r.data.params, r.data.metrics
+        for tag in (S.TAG_LOSS, S.TAG_DATA, S.TAG_TASK, S.TAG_SEED, S.TAG_SCENARIO, S.TAG_OBJECTIVE,
+                    S.TAG_OBJECTIVE_MODE, S.TAG_CONFIG_HASH, S.TAG_LOSS_PARAMS):
+            assert tag in tags, tag
+        assert params["loss.name"] == tags[S.TAG_LOSS] and params["data.name"] == tags[S.TAG_DATA]
+        objective = tags[S.TAG_OBJECTIVE]
+        assert f"test_{objective}" in metrics and S.METRIC_BEST_VAL in metrics
+        history = c.get_metric_history(r.info.run_id, f"val_{objective}")
+        assert sorted(m.step for m in history) == [0, 1, 2]
+    assert data["store_reused"] is False
+
+
+# ------------------------------------------------------------------------------------ all
+def test_all_passes_its_options_on_to_each_benchmark():
+    from lossbench.benchmark.__main__ import _defaults, build_parser
+
+    args = build_parser().parse_args(["all", "--device", "cuda", "--threads", "1", "--store", "/tmp/s"])
+    train = _defaults("train", args)
+    assert (train.device, train.threads, train.json) == ("cuda", 1, None)
+    assert _defaults("losses", args).device == "cuda"
+    assert _defaults("report", args).store == "/tmp/s"
+    assert _defaults("startup", args).runs == 5  # its own default
