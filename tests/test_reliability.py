@@ -89,17 +89,28 @@ def test_a_sweep_goes_on_past_failed_jobs_lists_them_and_exits_non_zero(tmp_path
 
 # ------------------------------------------------------------------ interruption
 def _wait_until_training(uri: str, experiment: str, proc: subprocess.Popen, timeout: float = 180) -> str:
-    """Poll the store until the run is RUNNING and has logged its first epoch."""
+    """Poll the store until the run is RUNNING and has logged its first epoch.
+
+    Reads the SQLite file read-only with sqlite3: an MLflow client here would run the
+    schema migration while the child is still creating the store, the very race that
+    corrupts fresh stores.
+    """
     deadline = time.time() + timeout
     db = Path(uri[len("sqlite:///") :])
+    query = (
+        "select r.run_uuid from runs r join experiments e on r.experiment_id = e.experiment_id "
+        "join latest_metrics m on m.run_uuid = r.run_uuid "
+        "where e.name = ? and r.status = 'RUNNING' and m.key = 'train_loss'"
+    )
     while time.time() < deadline:
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         if db.exists():
             try:
-                for run in runs_in(uri, experiment):
-                    if run.info.status == "RUNNING" and "train_loss" in run.data.metrics:
-                        return run.info.run_id
-            except Exception:  # noqa: BLE001 - the store is still being created by the child
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+                    row = con.execute(query, (experiment,)).fetchone()
+                if row:
+                    return row[0]
+            except sqlite3.Error:  # tables not created yet, or locked by the child
                 pass
         time.sleep(0.5)
     raise AssertionError("training never started")
