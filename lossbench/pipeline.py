@@ -362,7 +362,10 @@ def _train(
     )
     try:
         with _sigterm_as_interrupt(), validation(False), _quiet_stdout(not progress):
-            trainer.fit(module, datamodule=p.datamodule)
+            try:
+                trainer.fit(module, datamodule=p.datamodule)
+            finally:  # whatever ends the fit, the epochs it ran are in the record
+                module.flush_metrics()
             module.restore_best()
             trainer.test(module, datamodule=p.datamodule, verbose=False)
     except Diverged as exc:

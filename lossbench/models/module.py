@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -78,6 +79,8 @@ class LossbenchModule(pl.LightningModule):
         self._train_n = 0
         self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"val": [], "test": []}
         self.history: list[dict[str, float]] = []  # per-epoch metrics, for the curve artifact
+        self._unlogged: list[tuple[int, dict[str, float]]] = []  # epochs not yet sent to MLflow
+        self._last_flush = time.monotonic()
         self.test_metrics: dict[str, float] = {}
         self.per_class: list[dict[str, Any]] = []
 
@@ -185,14 +188,41 @@ class LossbenchModule(pl.LightningModule):
             self.best_value, self.best_epoch = value, int(self.current_epoch)
             self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.state_dict().items()}
 
+    # per-epoch metrics go to MLflow in batches, at most this often: one SQLite commit per
+    # epoch dominated short runs, and a few seconds' delay does not spoil live monitoring
+    FLUSH_SECONDS = 2.0
+
     def _flush_epoch(self) -> None:
         row = {k: v for k, v in self._epoch_metrics.items() if k != "_epoch"}
+        self._pending = {"_epoch": -1}
         if not row:
             return
         self.history.append({"epoch": int(self.current_epoch), **row})
-        if self.logger is not None:
-            self.logger.log_metrics(row, step=int(self.current_epoch))
-        self._pending = {"_epoch": -1}
+        self._unlogged.append((int(self.current_epoch), row))
+        if time.monotonic() - self._last_flush >= self.FLUSH_SECONDS:
+            self.flush_metrics()
+
+    def flush_metrics(self) -> None:
+        """Write the buffered per-epoch metrics to the logger (step = epoch), in one batch."""
+        rows, self._unlogged = self._unlogged, []
+        self._last_flush = time.monotonic()
+        if not rows or self.logger is None:
+            return
+        client = getattr(self.logger, "experiment", None)
+        run_id = getattr(self.logger, "run_id", None)
+        if client is None or run_id is None or not hasattr(client, "log_batch"):
+            for step, row in rows:  # any other Lightning logger
+                self.logger.log_metrics(row, step=step)
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, step) for step, row in rows for k, v in row.items()]
+        for i in range(0, len(metrics), 1000):  # MLflow's batch limit
+            client.log_batch(run_id, metrics=metrics[i : i + 1000])
+
+    def on_train_end(self) -> None:
+        self.flush_metrics()
 
     def restore_best(self) -> None:
         """Load the weights of the best validation epoch (model selection on validation)."""
