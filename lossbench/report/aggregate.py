@@ -874,6 +874,8 @@ def recommend(
             else f"{pick.loss} is both the best-scoring and the simplest reliable one."
         )
     )
+    if pick.loss != best.loss:
+        sentence += _consistent_but_not_significant(best, pick, mode, objective)
     if not_cmp:
         notes.append(
             f"Could not be compared (fewer than two seeds finished alongside the best): {', '.join(not_cmp)}; "
@@ -888,6 +890,28 @@ def recommend(
         tuple(r.loss for r in tied),
         sentence,
         tuple(notes),
+    )
+
+
+def _consistent_but_not_significant(best: LossResult, pick: LossResult, mode: str, objective: str) -> str:
+    """A hint when the best beat the recommended loss on every shared seed, yet not significantly.
+
+    With few seeds a paired t-test (and more so after Holm's correction) cannot confirm even a
+    difference that every seed agrees on; the honest answer is "not shown", plus how to show it.
+    """
+    a, b = best.chosen.values, pick.chosen.values
+    seeds = a.index.intersection(b.index)
+    if len(seeds) < 2:
+        return ""
+    diff = (a[seeds] - b[seeds]) if mode == "max" else (b[seeds] - a[seeds])  # > 0: best is better
+    if not bool((diff > 0).all()):
+        return ""
+    n = len(seeds)
+    more = ",".join(str(i) for i in range(max(10, 2 * n)))
+    return (
+        f" Note: {best.loss} scored better than {pick.loss} on every one of the {n} shared seeds "
+        f"(by {_fmt(float(diff.mean()))} {objective} on average), which {n} seeds cannot show to be "
+        f"significant; add seeds (seed={more}) to decide."
     )
 
 
