@@ -119,7 +119,10 @@ def _instantiate(group: str, name: str, node: dict[str, Any], **extra: Any) -> A
             for key in node:
                 if not key.startswith("_") and key not in accepted:
                     raise unknown_name(
-                        f"parameter {group}.{key} for {group} '{name}' —", key, sorted(accepted - set(extra))
+                        f"{group} parameter",
+                        key,
+                        sorted(accepted - set(extra)),
+                        hint=f"(for {group} '{name}'; set a known one with {group}.<parameter>=<value>)",
                     )
     try:
         return instantiate(node, **extra, _convert_="all")
