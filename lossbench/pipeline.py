@@ -164,7 +164,7 @@ class Prepared:
 def prepare(cfg: DictConfig | Mapping[str, Any]) -> Prepared:
     """Everything up to (not including) training. Every user mistake surfaces here."""
     from .losses import validation
-    from .models.module import num_outputs, output_kind
+    from .models.module import adapt, num_outputs, output_kind
     from .registry import loss_info
 
     c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
@@ -208,12 +208,8 @@ def prepare(cfg: DictConfig | Mapping[str, Any]) -> Prepared:
 
     # one real forward pass with value checks on, so shape/label problems surface now
     x, y = dm.tensors("train")
-    from .models.module import LossbenchModule
-
-    probe = LossbenchModule(net, loss, optimizer, info, kind)
     with validation(True), torch.no_grad():
-        pred, target = probe._adapt(net(x[:8]), y[:8])
-        loss(pred, target)
+        loss(*adapt(kind, net(x[:8]), y[:8]))
     spec_params = {p.name for p in loss_info(loss_name).params}
     loss_params = {k: v for k, v in loss_cfg.items() if k in spec_params and k != "class_counts"}
     return Prepared(

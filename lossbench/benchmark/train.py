@@ -49,7 +49,7 @@ EXPERIMENT = "lossbench-benchmark-train"
 
 # where a profiled lossbench run spends its time: (file suffix, function) pairs, not nested in each other
 PROFILE_PARTS: dict[str, list[tuple[str, str]]] = {
-    "prepare (data, model, probe)": [("lossbench/pipeline.py", "prepare")],
+    "prepare (data, model, first-batch check)": [("lossbench/pipeline.py", "prepare")],
     "MLflow: run, params, tags, end": [
         ("lossbench/tracking.py", "start_run"),
         ("lossbench/tracking.py", "end_run"),

@@ -49,6 +49,15 @@ def output_kind(loss_tasks: tuple[str, ...], data_task: str) -> str:
     raise ValueError(f"no output convention for a {loss_tasks} loss on {data_task} data")
 
 
+def adapt(kind: str, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Network output and data targets in the loss's input convention (see :func:`output_kind`)."""
+    if kind in ("regression", "binary"):
+        return out.reshape(-1), y.to(out.dtype)
+    if kind == "distribution":
+        return out, nn.functional.one_hot(y, out.shape[1]).to(out.dtype)
+    return out, y
+
+
 def num_outputs(kind: str, info: DataInfo) -> int:
     return 1 if kind in ("regression", "binary") else int(info.num_classes or 0)
 
@@ -79,6 +88,7 @@ class LossbenchModule(pl.LightningModule):
         self._train_n = 0
         self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"val": [], "test": []}
         self.history: list[dict[str, float]] = []  # per-epoch metrics, for the curve artifact
+        self._epoch_row: dict[str, float] = {}  # this epoch's metrics, flushed at its end
         self._unlogged: list[tuple[int, dict[str, float]]] = []  # epochs not yet sent to MLflow
         self._last_flush = time.monotonic()
         self.test_metrics: dict[str, float] = {}
@@ -94,13 +104,7 @@ class LossbenchModule(pl.LightningModule):
         return self.net(x)
 
     def _adapt(self, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.kind == "regression":
-            return out.reshape(-1), y.to(out.dtype)
-        if self.kind == "binary":
-            return out.reshape(-1), y.to(out.dtype)
-        if self.kind == "distribution":
-            return out, nn.functional.one_hot(y, out.shape[1]).to(out.dtype)
-        return out, y
+        return adapt(self.kind, out, y)
 
     def configure_optimizers(self) -> Any:
         # learnable loss parameters (adaptive barron, learnable combo terms) train too
@@ -128,7 +132,7 @@ class LossbenchModule(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         if self._train_sum is not None and self._train_n:
-            self._epoch_metrics["train_loss"] = float(self._train_sum) / self._train_n
+            self._epoch_row["train_loss"] = float(self._train_sum) / self._train_n
         self._flush_epoch()
 
     # ------------------------------------------------------------------ val / test
@@ -167,12 +171,6 @@ class LossbenchModule(pl.LightningModule):
                 per_class = M.per_class_table(probs.cpu(), y.cpu(), self.info.class_counts)
         return metrics, per_class
 
-    @property
-    def _epoch_metrics(self) -> dict[str, float]:
-        if not hasattr(self, "_pending") or self._pending.get("_epoch") != self.current_epoch:
-            self._pending = {"_epoch": self.current_epoch}
-        return self._pending
-
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             self._outputs["val"] = []
@@ -180,7 +178,7 @@ class LossbenchModule(pl.LightningModule):
         metrics, _ = self._evaluate("val")
         for k, v in metrics.items():
             if not k.startswith("recall_class_"):
-                self._epoch_metrics[f"val_{k}"] = v
+                self._epoch_row[f"val_{k}"] = v
         value = metrics.get(self.objective, math.nan)
         self.log(f"val_{self.objective}", value, prog_bar=True, logger=False)
         better = value > self.best_value if self.maximize else value < self.best_value
@@ -193,8 +191,7 @@ class LossbenchModule(pl.LightningModule):
     FLUSH_SECONDS = 2.0
 
     def _flush_epoch(self) -> None:
-        row = {k: v for k, v in self._epoch_metrics.items() if k != "_epoch"}
-        self._pending = {"_epoch": -1}
+        row, self._epoch_row = self._epoch_row, {}
         if not row:
             return
         self.history.append({"epoch": int(self.current_epoch), **row})
