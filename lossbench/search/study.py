@@ -672,8 +672,7 @@ def search_loss(
         if trial is None:
             break
         outcome.trials.append(_run_trial(study, trial, plan, settings, printer, callbacks))
-    _fill(outcome, study)
-    return outcome
+    return outcome  # counts and best: filled by run_search under the study's lock
 
 
 def _fill(outcome: LossOutcome, study: Any) -> None:
@@ -715,7 +714,10 @@ def best_summary(outcome: LossOutcome, plan: LossPlan) -> dict[str, Any]:
 
 
 def record_best(outcome: LossOutcome, plan: LossPlan, uri: str, experiment_id: str) -> None:
-    """Tag the best trial's run ``optuna_best=true`` (only it) and log ``best_params.json`` on it."""
+    """Tag the best trial's run ``optuna_best=true`` (only it) and log ``best_params.json`` on it.
+
+    Call it under the study's lock, with ``outcome`` filled from the study inside that lock.
+    """
     client = tracking.client(uri)
     tagged = client.search_runs(
         [experiment_id],
@@ -771,6 +773,11 @@ def run_search(
             f"trials done; searching {searched}{fixed}"
         )
         outcome = search_loss(plan, settings, storage, study, experiment_id, printer=printer, callbacks=callbacks)
-        record_best(outcome, plan, uri, experiment_id)
+        # Read the study as it stands now (every worker's trials in it) and move the best tag
+        # in one locked step: two workers ending together otherwise each tagged their own
+        # best, or one wrote a best it had read before the other's last trial finished.
+        with _budget_lock(storage.lock_path):
+            _fill(outcome, study)
+            record_best(outcome, plan, uri, experiment_id)
         outcomes.append(outcome)
     return outcomes
