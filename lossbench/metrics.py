@@ -21,9 +21,7 @@ from typing import Any
 
 import torch
 from torchmetrics.functional.classification import (
-    binary_auroc,
     multiclass_confusion_matrix,
-    multilabel_auroc,
 )
 from torchmetrics.functional.regression import mean_absolute_error, mean_squared_error, r2_score
 
@@ -222,20 +220,33 @@ def expected_calibration_error(probs: torch.Tensor, target: torch.Tensor, n_bins
     return (sum_acc - sum_conf).abs().sum() / conf.numel()
 
 
+def _rank_auroc(scores: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    """One AUROC per column: the Mann-Whitney statistic from average ranks (ties count 1/2).
+
+    Equal to the area under the trapezoidal ROC curve (Hanley & McNeil, Radiology 1982),
+    in float64 and in one vectorised pass over every column, where building each
+    column's ROC curve cost milliseconds per class in every validation epoch.
+    """
+    from scipy.stats import rankdata
+
+    ranks = torch.from_numpy(rankdata(scores.numpy(), axis=0, method="average"))
+    pos = positive.to(torch.float64)
+    n_pos = pos.sum(dim=0)
+    n_neg = pos.shape[0] - n_pos
+    return ((ranks * pos).sum(dim=0) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
 def _auroc(p: torch.Tensor, t: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
     """Macro one-vs-rest AUROC over the classes with both positives and negatives in ``t``."""
     n, c = p.shape
     if c == 2:
         both = bool(((support > 0) & (support < n)).all())
-        return binary_auroc(p[:, 1], t) if both else torch.tensor(math.nan)
+        return _rank_auroc(p[:, 1:], (t == 1)[:, None])[0] if both else torch.tensor(math.nan)
     valid = ((support > 0) & (support < n)).nonzero().flatten()
     if valid.numel() == 0:
         return torch.tensor(math.nan)
     onehot = torch.nn.functional.one_hot(t, c)[:, valid]
-    scores = p[:, valid]
-    if valid.numel() == 1:
-        return binary_auroc(scores[:, 0], onehot[:, 0])
-    return multilabel_auroc(scores, onehot, num_labels=int(valid.numel()), average="none").mean()
+    return _rank_auroc(p[:, valid], onehot).mean()
 
 
 def _shot_accuracies(correct: torch.Tensor, t: torch.Tensor, class_counts: Sequence[int] | None) -> dict[str, float]:
@@ -277,7 +288,7 @@ def classification_metrics(
     - ``auroc``: binary AUROC of P(class 1) for two classes; otherwise the macro mean of
       the one-vs-rest AUROCs. A class absent from ``target`` (no positives) or equal to
       all of it (no negatives) has no AUROC and is skipped; NaN when no class is left.
-      (torchmetrics computes the curve in float32: about 1e-7 relative precision.)
+      Computed exactly in float64 from average ranks (:func:`_rank_auroc`).
     - ``many/medium/few_shot_accuracy``: accuracy over the test samples whose class is in
       that group of :func:`shot_groups`; NaN for a group with no classes or no samples.
 

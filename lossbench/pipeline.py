@@ -20,7 +20,7 @@ import signal
 import sys
 import traceback
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -243,6 +243,84 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
+def run_name(p: Prepared) -> str:
+    return f"{p.label}-{p.data_name}-s{p.seed}"
+
+
+def run_tags(
+    p: Prepared,
+    chash: str,
+    *,
+    sweep_id: str | None = None,
+    overrides: str = "",
+    extra_tags: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The tags of a run: the same whichever engine trains it (the engine adds its own)."""
+    info = p.info
+    return {
+        S.TAG_LOSS: p.loss_name,
+        S.TAG_DATA: p.data_name,
+        S.TAG_MODEL: p.model_name,
+        S.TAG_TASK: info.task,
+        S.TAG_SEED: p.seed,
+        S.TAG_VERSION: __version__,
+        S.TAG_GIT: tracking.git_commit(),
+        S.TAG_OVERRIDES: overrides or None,
+        S.TAG_SWEEP: sweep_id,
+        S.TAG_CONFIG_HASH: chash,
+        S.TAG_SCENARIO: scenario_key(p.data_name, p.cfg["data"]),
+        S.TAG_OBJECTIVE: info.objective,
+        S.TAG_OBJECTIVE_MODE: info.objective_mode,
+        S.TAG_LOSS_PARAMS: json.dumps(p.loss_params, sort_keys=True, default=str),
+        S.TAG_LOSS_VARIANT: p.variant,
+        "mlflow.note.content": f"lossbench {__version__}: loss={p.loss_name} data={p.data_name} model={p.model_name} seed={p.seed}",
+        **(extra_tags or {}),
+    }
+
+
+def run_params(p: Prepared) -> dict[str, Any]:
+    """The params of a run: the resolved config (less how it runs) and the data's measured traits."""
+    params = tracking.flatten({k: v for k, v in p.cfg.items() if k != "engine"})
+    for k, v in p.info.as_dict().items():
+        if k in ("extra", "class_counts"):
+            continue
+        params[f"data_info.{k}"] = v
+    return params
+
+
+def curves_wanted(c: Mapping[str, Any], multirun: bool) -> bool:
+    """``tracking.curves``: auto draws the PNG for a single run; a sweep leaves it to MLflow's charts."""
+    flag = c["tracking"].get("curves", "auto")
+    if flag == "auto":
+        return not multirun
+    return bool(flag)
+
+
+def record_finished(
+    p: Prepared,
+    uri: str,
+    run_id: str,
+    test_metrics: Mapping[str, float],
+    per_class: list[dict[str, Any]],
+    history: list[dict[str, float]],
+    objective: str,
+    *,
+    curves: bool,
+    metrics: Sequence[Any] = (),
+) -> None:
+    """What every FINISHED run records after its test, whichever engine trained it.
+
+    ``metrics`` are MLflow metrics not yet written (the batched engine's last epochs and
+    its test metrics), sent in the same batch as the run's end.
+    """
+    files: dict[str, Any] = {S.ARTIFACT_CONFIG: OmegaConf.to_yaml(OmegaConf.create(p.cfg))}
+    if per_class:
+        files[S.ARTIFACT_PER_CLASS] = per_class
+    if curves:
+        log_curves(uri, run_id, history, objective)
+    tracking.end_run(uri, run_id, "FINISHED", metrics=metrics, artifacts=files)
+
+
 def _progress_enabled(c: Mapping[str, Any], multirun: bool) -> bool:
     flag = c["trainer"].get("enable_progress_bar", "auto")
     if flag == "auto":
@@ -270,8 +348,7 @@ def run(
     c = p.cfg
     uri = str(c["tracking"]["uri"])
     exp_name = str(c["tracking"]["experiment_name"])
-    run_name = f"{p.label}-{p.data_name}-s{p.seed}"
-    result = RunResult("RUNNING", run_name, tracking_uri=uri, experiment_name=exp_name, objective=p.info.objective)
+    result = RunResult("RUNNING", run_name(p), tracking_uri=uri, experiment_name=exp_name, objective=p.info.objective)
     exp_id = tracking.ensure_experiment(uri, exp_name)
     result.experiment_id = exp_id
     chash = tracking.config_hash(c)
@@ -282,32 +359,9 @@ def run(
             result.message = f"already FINISHED as run {done} (tracking.skip_finished=false runs it again)"
             return result
 
-    info = p.info
-    tags = {
-        S.TAG_LOSS: p.loss_name,
-        S.TAG_DATA: p.data_name,
-        S.TAG_MODEL: p.model_name,
-        S.TAG_TASK: info.task,
-        S.TAG_SEED: p.seed,
-        S.TAG_VERSION: __version__,
-        S.TAG_GIT: tracking.git_commit(),
-        S.TAG_OVERRIDES: overrides or None,
-        S.TAG_SWEEP: sweep_id,
-        S.TAG_CONFIG_HASH: chash,
-        S.TAG_SCENARIO: scenario_key(p.data_name, c["data"]),
-        S.TAG_OBJECTIVE: info.objective,
-        S.TAG_OBJECTIVE_MODE: info.objective_mode,
-        S.TAG_LOSS_PARAMS: json.dumps(p.loss_params, sort_keys=True, default=str),
-        S.TAG_LOSS_VARIANT: p.variant,
-        "mlflow.note.content": f"lossbench {__version__}: loss={p.loss_name} data={p.data_name} model={p.model_name} seed={p.seed}",
-        **(extra_tags or {}),
-    }
-    params = tracking.flatten(c)
-    for k, v in info.as_dict().items():
-        if k in ("extra", "class_counts"):
-            continue
-        params[f"data_info.{k}"] = v
-    run_id = tracking.start_run(uri, exp_id, run_name, tags, params)
+    tags = run_tags(p, chash, sweep_id=sweep_id, overrides=overrides, extra_tags={S.TAG_ENGINE: "sequential", **(extra_tags or {})})
+    params = run_params(p)
+    run_id = tracking.start_run(uri, exp_id, result.run_name, tags, params)
     result.run_id = run_id
     try:
         _train(p, uri, run_id, result, multirun=multirun, quiet=quiet, callbacks=callbacks or [])
@@ -346,6 +400,7 @@ def _train(
     trainer_cfg.pop("enable_progress_bar", None)
     callbacks = list(callbacks)
     progress = _progress_enabled(c, multirun) and not quiet
+    curves = curves_wanted(c, multirun)
     if progress:
         from pytorch_lightning.callbacks import RichProgressBar
 
@@ -371,13 +426,15 @@ def _train(
         result.status, result.failure = "FAILED", S.FAILURE_DIVERGED
         result.message = str(exc)
         tracking.end_run(uri, run_id, "FAILED", {S.TAG_FAILURE: S.FAILURE_DIVERGED, S.TAG_FAILURE_STEP: exc.step})
-        _log_curves(uri, run_id, module)
+        if curves:
+            log_curves(uri, run_id, module.history, module.objective)
         return
     except RunStopped as exc:
         result.status, result.message = exc.status, str(exc)
         result.metrics = {S.METRIC_BEST_VAL: module.best_value} if math.isfinite(module.best_value) else {}
         tracking.end_run(uri, run_id, exc.status, exc.tags)
-        _log_curves(uri, run_id, module)
+        if curves:
+            log_curves(uri, run_id, module.history, module.objective)
         return
     except (KeyboardInterrupt, SystemExit) as exc:
         if isinstance(exc, SystemExit) and trainer.state.status.value != "interrupted":
@@ -392,11 +449,7 @@ def _train(
         tracking.end_run(uri, run_id, "FAILED", {S.TAG_FAILURE: S.FAILURE_ERROR})
         return
     result.metrics = dict(module.test_metrics)
-    tracking.log_text(uri, run_id, OmegaConf.to_yaml(OmegaConf.create(c)), S.ARTIFACT_CONFIG)
-    if module.per_class:
-        tracking.log_dict(uri, run_id, module.per_class, S.ARTIFACT_PER_CLASS)
-    _log_curves(uri, run_id, module)
-    tracking.end_run(uri, run_id, "FINISHED")
+    record_finished(p, uri, run_id, module.test_metrics, module.per_class, module.history, module.objective, curves=curves)
     result.status = "FINISHED"
 
 
@@ -410,20 +463,21 @@ def _quiet_stdout(enabled: bool) -> Iterator[None]:
         yield
 
 
-def _log_curves(uri: str, run_id: str, module: Any) -> None:
-    if not module.history:
+def log_curves(uri: str, run_id: str, history: list[dict[str, float]], objective: str) -> None:
+    """The per-run training-curves PNG (``tracking.curves``)."""
+    if not history:
         return
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = sorted({k for row in module.history for k in row if k != "epoch"})
-    shown = [k for k in ("train_loss", "val_loss", f"val_{module.objective}") if k in keys]
+    keys = sorted({k for row in history for k in row if k != "epoch"})
+    shown = [k for k in ("train_loss", "val_loss", f"val_{objective}") if k in keys]
     fig, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 3), squeeze=False)
     for ax, key in zip(axes[0], shown, strict=True):
-        xs = [r["epoch"] for r in module.history if key in r]
-        ys = [r[key] for r in module.history if key in r]
+        xs = [r["epoch"] for r in history if key in r]
+        ys = [r[key] for r in history if key in r]
         ax.plot(xs, ys, marker="o", ms=3)
         ax.set_title(key)
         ax.set_xlabel("epoch")

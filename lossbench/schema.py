@@ -44,6 +44,9 @@ TAG_TRIAL = "optuna_trial"
 TAG_BEST = "optuna_best"  # "true" on the run of each study's best trial
 TAG_PRUNED = "pruned"  # "true" on a run an Optuna pruner stopped early
 TAG_PRUNED_EPOCH = "pruned_epoch"
+TAG_ENGINE = "engine"  # "sequential" (one Lightning run) | "batched" (trained in a stacked group)
+TAG_GROUP = "engine_group"  # batched: the group's id, shared by the runs trained together
+TAG_GROUP_SIZE = "engine_group_size"
 
 METRIC_BEST_VAL = "best_val_objective"
 

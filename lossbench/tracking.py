@@ -7,6 +7,7 @@ the same experiment at once corrupt the store or misfile runs.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -14,7 +15,7 @@ import os
 import socket
 import subprocess
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from .errors import TrackingError
 log = logging.getLogger(__name__)
 
 # config keys that say how a job runs, not what it computes: left out of the config hash
-_NOT_HASHED = ("tracking", "hydra", "trainer.enable_progress_bar", "trainer.devices", "debug", "sweep_id")
+_NOT_HASHED = ("tracking", "engine", "hydra", "trainer.enable_progress_bar", "trainer.devices", "debug", "sweep_id")
 
 
 def _quiet_mlflow() -> None:
@@ -77,10 +78,18 @@ def _sqlite_path(uri: str) -> Path | None:
 
 
 def client(uri: str):
-    _quiet_mlflow()
-    from mlflow import MlflowClient
+    """An MlflowClient for ``uri``, one per process and store (building one costs ~20 ms)."""
+    key = (os.getpid(), uri)
+    c = _CLIENTS.get(key)
+    if c is None:
+        _quiet_mlflow()
+        from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=uri)
+        c = _CLIENTS[key] = MlflowClient(tracking_uri=uri)
+    return c
+
+
+_CLIENTS: dict[tuple[int, str], Any] = {}
 
 
 def ensure_experiment(uri: str, experiment_name: str) -> str:
@@ -115,8 +124,9 @@ def ensure_experiment(uri: str, experiment_name: str) -> str:
         raise TrackingError(f"Cannot use the MLflow store at {uri}: {type(exc).__name__}: {exc}") from exc
 
 
+@functools.lru_cache(maxsize=1)
 def git_commit() -> str | None:
-    """The commit of the lossbench checkout, if it runs from one."""
+    """The commit of the lossbench checkout, if it runs from one (asked once per process)."""
     root = Path(__file__).resolve().parent.parent
     if not (root / ".git").exists():
         return None
@@ -162,11 +172,48 @@ def _param_str(v: Any) -> str:
     return s if len(s) <= 6000 else s[:5997] + "..."
 
 
-def end_run(uri: str, run_id: str, status: str, tags: Mapping[str, Any] | None = None) -> None:
+def end_run(
+    uri: str,
+    run_id: str,
+    status: str,
+    tags: Mapping[str, Any] | None = None,
+    *,
+    metrics: Sequence[Any] = (),
+    artifacts: Mapping[str, Any] | None = None,
+) -> None:
+    """End a run: its last metrics and tags in one batch, its artifacts in one upload, then its status.
+
+    ``artifacts`` maps a file name to its content: text is written as is, anything else
+    as JSON. Each MLflow write is a transaction of its own, so a run's last record costs
+    three of them, whatever it holds.
+    """
+    from mlflow.entities import RunTag
+
     c = client(uri)
-    for k, v in (tags or {}).items():
-        c.set_tag(run_id, k, str(v))
+    items = list(metrics)
+    tag_items = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+    for i in range(0, max(len(items), 1), 1000):  # MLflow's batch limit
+        chunk = items[i : i + 1000]
+        if chunk or tag_items:
+            c.log_batch(run_id, metrics=chunk, tags=tag_items)
+            tag_items = []
+    if artifacts:
+        log_files(uri, run_id, artifacts)
     c.set_terminated(run_id, status)
+
+
+def log_files(uri: str, run_id: str, files: Mapping[str, Any]) -> None:
+    """Several small artifacts in one upload (one artifact-store lookup, not one per file)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="lossbench-") as tmp:
+        for name, content in files.items():
+            path = Path(tmp) / name
+            if isinstance(content, str):
+                path.write_text(content)
+            else:
+                path.write_text(json.dumps(content, indent=2, default=str))
+        client(uri).log_artifacts(run_id, tmp)
 
 
 def log_text(uri: str, run_id: str, text: str, name: str) -> None:
@@ -204,6 +251,7 @@ __all__ = [
     "flatten",
     "git_commit",
     "log_dict",
+    "log_files",
     "log_figure",
     "log_text",
     "start_run",

@@ -62,6 +62,37 @@ def num_outputs(kind: str, info: DataInfo) -> int:
     return 1 if kind in ("regression", "binary") else int(info.num_classes or 0)
 
 
+def evaluate(
+    kind: str, info: DataInfo, loss_fn: nn.Module, out: torch.Tensor, y: torch.Tensor, *, per_class: bool = False
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """A split's metrics from the network's raw outputs ``out`` and the targets ``y``.
+
+    One definition for every engine: the Lightning module and the batched engine both
+    call it, once per run and split, so a run's record does not depend on how it trained.
+    Returns the metrics (``loss`` plus the task's metrics) and, when ``per_class``, the
+    per-class table of a classification run.
+    """
+    out = out.float()
+    pred, target = adapt(kind, out, y)
+    with torch.no_grad():
+        loss = float(loss_fn(pred, target))
+    metrics: dict[str, float] = {"loss": loss}
+    table: list[dict[str, Any]] = []
+    if kind == "regression":
+        scale, shift = info.target_scale, info.target_shift
+        metrics.update(M.regression_metrics((pred * scale + shift).cpu(), (target * scale + shift).cpu()))
+    else:
+        if kind == "binary":
+            p1 = torch.sigmoid(pred)
+            probs = torch.stack([1 - p1, p1], dim=1)
+        else:
+            probs = torch.softmax(out, dim=1)
+        metrics.update(M.classification_metrics(probs.cpu(), y.cpu(), info.class_counts))
+        if per_class:
+            table = M.per_class_table(probs.cpu(), y.cpu(), info.class_counts)
+    return metrics, table
+
+
 class LossbenchModule(pl.LightningModule):
     def __init__(
         self,
@@ -150,26 +181,9 @@ class LossbenchModule(pl.LightningModule):
     def _evaluate(self, split: str) -> tuple[dict[str, float], list[dict[str, Any]]]:
         outs = self._outputs[split]
         self._outputs[split] = []
-        out = torch.cat([o for o, _ in outs]).float()
+        out = torch.cat([o for o, _ in outs])
         y = torch.cat([t for _, t in outs])
-        pred, target = self._adapt(out, y)
-        with torch.no_grad():
-            loss = float(self.loss_fn(pred, target))
-        metrics: dict[str, float] = {"loss": loss}
-        per_class: list[dict[str, Any]] = []
-        if self.kind == "regression":
-            scale, shift = self.info.target_scale, self.info.target_shift
-            metrics.update(M.regression_metrics((pred * scale + shift).cpu(), (target * scale + shift).cpu()))
-        else:
-            if self.kind == "binary":
-                p1 = torch.sigmoid(pred)
-                probs = torch.stack([1 - p1, p1], dim=1)
-            else:
-                probs = torch.softmax(out, dim=1)
-            metrics.update(M.classification_metrics(probs.cpu(), y.cpu(), self.info.class_counts))
-            if split == "test":
-                per_class = M.per_class_table(probs.cpu(), y.cpu(), self.info.class_counts)
-        return metrics, per_class
+        return evaluate(self.kind, self.info, self.loss_fn, out, y, per_class=split == "test")
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:

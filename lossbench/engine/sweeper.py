@@ -1,0 +1,172 @@
+"""Hydra's basic sweeper, handing its launcher groups of compatible jobs instead of single jobs.
+
+The sweeper is the one place that sees all of a sweep's jobs before any starts. It
+composes each job's config once (as the basic sweeper already does, to validate it),
+groups the jobs that can train as one stacked model, and hands the configured launcher
+(basic, joblib, submitit, Ray) one *group job* per group. A group job's config is its
+first member's, plus ``engine.members``: every member's job number and overrides. The
+worker composes the members and trains them with :func:`lossbench.engine.run_jobs`,
+which splits off any run that turns out not to fit (a data size that differs, say).
+
+``engine=sequential`` keeps one job per run, as Hydra's basic sweeper does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from hydra.core.utils import JobReturn
+from hydra.plugins.launcher import Launcher
+from hydra.plugins.sweeper import Sweeper
+from omegaconf import DictConfig, OmegaConf
+
+from . import chunks, encode_members, engine_settings
+
+log = logging.getLogger("lossbench")
+
+# where Hydra looks for plugins; the class is registered explicitly (see register())
+PLUGIN_MODULE = "hydra_plugins.lossbench_sweeper"
+
+# settings that decide whether jobs can share a stacked model, read from the composed
+# config before any data is loaded (the worker checks the tensor shapes too)
+_DATA_KEYS_SHARED = ("name", "batch_size", "eval_batch_size")
+
+
+def group_key(cfg: DictConfig) -> tuple[Any, ...] | None:
+    """The jobs with equal keys go to one group job; None: this job runs alone."""
+    engine, _ = engine_settings(cfg)
+    if engine == "sequential":
+        return None
+
+    def node(key: str) -> str:
+        value = cfg.get(key)
+        if value is None:
+            return "None"
+        return repr(OmegaConf.to_container(value, resolve=False) if isinstance(value, DictConfig) else value)
+
+    opt = cfg.get("optimizer") or {}
+    opt_rest = {k: v for k, v in opt.items() if k not in ("lr", "weight_decay")}
+    data = cfg.get("data") or {}
+    return (
+        node("model"),
+        node("trainer"),
+        repr(sorted((k, repr(v)) for k, v in opt_rest.items())),
+        node("scheduler"),
+        tuple(repr(data.get(k)) for k in _DATA_KEYS_SHARED),
+    )
+
+
+def parallel_workers(launcher_cfg: Any) -> int:
+    """How many group jobs the launcher runs at once, where it says (joblib's n_jobs)."""
+    n = launcher_cfg.get("n_jobs") if launcher_cfg is not None else None
+    if isinstance(n, int) and n != 0:
+        return os.cpu_count() or 1 if n < 0 else n
+    return 1
+
+
+class GroupingLauncher(Launcher):
+    """Wraps the configured launcher: jobs in, group jobs out."""
+
+    def __init__(self, inner: Launcher, sweeper: LossbenchSweeper):
+        self.inner = inner
+        self.sweeper = sweeper
+
+    def setup(self, **kwargs: Any) -> None:  # the inner launcher is set up already
+        pass
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        assert self.sweeper.config is not None
+        max_group = self.sweeper.max_group
+        workers = parallel_workers(self.sweeper.config.hydra.get("launcher"))
+        by_key: dict[Any, list[tuple[int, list[str]]]] = {}
+        alone: list[list[str]] = []
+        for i, overrides in enumerate(job_overrides):
+            key = self.sweeper.keys.get(tuple(overrides))
+            if key is None:
+                alone.append(list(overrides))
+            else:
+                by_key.setdefault(key, []).append((initial_job_idx + i, list(overrides)))
+        keys = list(by_key)
+        jobs: list[list[str]] = []
+        sizes: list[int] = []
+        for key in keys:
+            members = by_key[key]
+            # keep every worker busy: at least as many group jobs as workers, when there are runs enough
+            share = max(1, round(workers * len(members) / max(1, len(job_overrides))))
+            for part in chunks(members, max_group, min_chunks=share):
+                if len(part) == 1:
+                    jobs.append(part[0][1])
+                else:
+                    jobs.append([*part[0][1], f"engine.members='{encode_members(part)}'"])
+                sizes.append(len(part))
+        jobs.extend(alone)
+        sizes.extend([1] * len(alone))
+        if any(s > 1 for s in sizes):
+            log.info(
+                f"lossbench engine: {len(job_overrides)} jobs as {len(jobs)} group job(s) "
+                f"({', '.join(str(s) for s in sizes)} runs each)"
+            )
+        return self.inner.launch(jobs, initial_job_idx=initial_job_idx)
+
+
+class LossbenchSweeper(Sweeper):
+    """Hydra's basic sweeper (same override grammar, same ``params``) that groups jobs.
+
+    It holds a basic sweeper rather than subclassing it: Hydra re-imports its core
+    plugins when it scans for plugins, so a subclass made at import time would derive
+    from a stale class.
+    """
+
+    def __init__(self, max_batch_size: int | None = None, params: dict[str, str] | None = None):
+        super().__init__()
+        self.max_batch_size, self.params = max_batch_size, params
+        self.keys: dict[tuple[str, ...], Any] = {}
+        self.max_group: int | None = 256
+        self.config: DictConfig | None = None
+        self.hydra_context: Any = None
+        self.basic: Any = None
+
+    def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+        self.hydra_context, self.config = hydra_context, config
+        self.basic = BasicSweeper(max_batch_size=self.max_batch_size, params=self.params)
+        self.basic.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        self.basic.launcher = GroupingLauncher(self.basic.launcher, self)
+        self.basic.validate_batch_is_legal = self.validate_batch_is_legal
+
+    def sweep(self, arguments: list[str]) -> Any:
+        return self.basic.sweep(arguments)
+
+    def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
+        """Compose every job once, as the basic sweeper does, and note its group key."""
+        from .compose import JobComposer
+
+        assert self.hydra_context is not None and self.config is not None
+        composer = JobComposer(self.hydra_context.config_loader, self.config)
+        for overrides in batch:
+            cfg = composer(list(overrides))
+            try:
+                key = group_key(cfg)
+                self.max_group = engine_settings(cfg)[1]
+            except Exception:  # noqa: BLE001 - the job reports its own bad settings when it runs
+                key = None
+            self.keys[tuple(overrides)] = key
+
+
+def register() -> None:
+    """Make the sweeper known to Hydra (``hydra/sweeper=lossbench`` in configs/train.yaml).
+
+    Hydra instantiates plugins only from the ``hydra_plugins`` package; registering the
+    class under that module name spares the project a second top-level package.
+    """
+    import sys
+
+    from hydra.core.plugins import Plugins
+
+    LossbenchSweeper.__module__ = PLUGIN_MODULE
+    sys.modules.setdefault(PLUGIN_MODULE, sys.modules[__name__])  # so that Hydra can locate it by name
+    Plugins.instance().register(LossbenchSweeper)
