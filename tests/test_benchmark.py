@@ -198,3 +198,61 @@ def test_all_passes_its_options_on_to_each_benchmark():
     assert _defaults("losses", args).device == "cuda"
     assert _defaults("report", args).store == "/tmp/s"
     assert _defaults("startup", args).runs == 5  # its own default
+
+
+# ------------------------------------------------------------------------------------ sweep
+@pytest.mark.slow
+def test_sweep_times_both_engines_and_they_agree(tmp_path, capsys):
+    """The whole sweep command, once per engine; the two stores hold the same runs, metrics equal."""
+    out = tmp_path / "sweep.json"
+    main(["sweep", "--runs", "4", "--epochs", "1", "--json", str(out)])  # 4 losses x 1 seed
+    data = _read(out)
+    assert data["benchmark"] == "sweep" and data["machine"]["device"] == "cpu"
+    settings, res = data["settings"], data["results"]
+    assert settings["seeds_per_loss"] == 1 and settings["epochs"] == 1
+    assert "engine=sequential" in settings["commands"]["sequential"]
+    assert "engine=" not in settings["commands"]["batched"]  # the default engine, auto
+    assert "seed=range(1)" in settings["commands"]["batched"]
+    assert res["runs"] == 4
+    for engine in ("sequential", "batched"):
+        assert len(res["rounds_s"][engine]) == 1 and res["median_s"][engine] > 0, engine
+    assert res["speedup"] > 0 and res["goal"] is None and res["goal_met"] is None  # no goal at 4 runs
+    c = res["comparison"]
+    assert c["runs"] == {"sequential": 4, "batched": 4} and c["matched"] == 4
+    assert c["only_sequential"] == [] and c["only_batched"] == []
+    assert c["status"] == {"sequential": {"FINISHED": 4}, "batched": {"FINISHED": 4}}
+    assert c["status_mismatch"] == []
+    assert c["engine_tag"] == {"sequential": {"sequential": 4}, "batched": {"batched": 4}}
+    assert "best_val_objective" in c["metrics"] and "test_balanced_accuracy" in c["metrics"]
+    for key, m in c["metrics"].items():
+        assert m["n"] == 4 and m["only_sequential"] == m["only_batched"] == 0, key
+        assert m["max_rel_diff"] < 1e-4, (key, m)
+    printed = capsys.readouterr().out
+    assert "speed-up" in printed and "test_balanced_accuracy" in printed
+
+
+def test_sweep_rejects_a_run_count_not_a_multiple_of_the_losses(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["sweep", "--runs", "6"])
+    assert exc.value.code == 2
+    assert "multiple of 4" in capsys.readouterr().err
+
+
+def test_sweep_command_and_goals():
+    from pathlib import Path
+
+    from lossbench.benchmark.__main__ import _defaults, build_parser
+    from lossbench.benchmark.sweep import command, goal_for
+
+    argv = command("sequential", seeds=8, epochs=10, device="cpu", workdir=Path("/tmp/w"), experiment="e")
+    assert argv[1:4] == ["-m", "lossbench", "-m"]
+    assert argv[4:] == [
+        "loss=cross_entropy,focal,logit_adjusted,balanced_softmax", "seed=range(8)", "model=mlp", "data=imbalanced",
+        "trainer.max_epochs=10", "tracking.experiment_name=e", "tracking.uri=sqlite:////tmp/w/mlflow.db",
+        "trainer.accelerator=cpu", "hydra.sweep.dir=/tmp/w/multirun", "engine=sequential",
+    ]
+    batched = command("batched", seeds=8, epochs=10, device="cuda", workdir=Path("/tmp/w"), experiment="e")
+    assert "trainer.accelerator=gpu" in batched and not any(a.startswith("engine=") for a in batched)
+    assert (goal_for("cpu", 32), goal_for("cpu", 256), goal_for("cuda", 256), goal_for("cpu", 4)) == (4, 10, 30, None)
+    sweep = _defaults("sweep", build_parser().parse_args(["all", "--device", "cuda"]))
+    assert (sweep.device, sweep.runs, sweep.rounds, sweep.epochs, sweep.json) == ("cuda", 32, 1, 10, None)

@@ -341,7 +341,7 @@ class GroupTrainer:
                     finite = torch.isfinite(lvec).tolist()  # the one host sync of a step
                     for i, m in enumerate(members):
                         if m.alive and not finite[i]:
-                            value = float(lvec[i])
+                            value = float(lvec[i].detach())
                             self._end_member(
                                 m, "FAILED", failure=S.FAILURE_DIVERGED, step=step,
                                 message=f"the training loss became {value} at step {step} (epoch {epoch})",
