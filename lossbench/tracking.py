@@ -161,6 +161,7 @@ def start_run(
 
     c = client(uri)
     run = c.create_run(experiment_id, run_name=run_name, tags={k: str(v) for k, v in tags.items() if v is not None})
+    _ARTIFACT_URIS[run.info.run_id] = run.info.artifact_uri
     items = [Param(k, _param_str(v)) for k, v in params.items()]
     for i in range(0, len(items), 100):
         c.log_batch(run.info.run_id, params=items[i : i + 100])
@@ -213,7 +214,17 @@ def log_files(uri: str, run_id: str, files: Mapping[str, Any]) -> None:
                 path.write_text(content)
             else:
                 path.write_text(json.dumps(content, indent=2, default=str))
-        client(uri).log_artifacts(run_id, tmp)
+        known = _ARTIFACT_URIS.pop(run_id, None)
+        if known and known.startswith(("file:", "/")):  # straight to the run's artifact store: asking the tracking store for it reads the whole run
+            from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+            get_artifact_repository(known).log_artifacts(tmp)
+        else:
+            client(uri).log_artifacts(run_id, tmp)
+
+
+# artifact locations of the runs this process created, so that their last upload needs no lookup
+_ARTIFACT_URIS: dict[str, str] = {}
 
 
 def log_text(uri: str, run_id: str, text: str, name: str) -> None:

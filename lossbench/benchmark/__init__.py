@@ -1,4 +1,4 @@
-"""lossbench's own benchmark: ``python -m lossbench.benchmark {losses,train,startup,report,all}``.
+"""lossbench's own benchmark: ``python -m lossbench.benchmark {losses,train,startup,report,sweep,all}``.
 
 Machines are shared and absolute times drift, so every figure that matters is a *ratio* of
 two things timed alternately (A B A B ...) in the same process, reported as the median of
@@ -10,6 +10,9 @@ the pairwise ratios, with the absolute medians printed beside it for context.
              PyTorch loop on the same network, data, batch size, epochs, optimizer and loss
 ``startup``  start-up time of the command line against ``python -c "import torch"``
 ``report``   the report on an MLflow store of many runs (default 1000)
+``sweep``    a whole 32-run (or 256-run) sweep command, ``engine=sequential`` against the
+             default batched engine, each in a fresh store, with the per-run differences
+             of their test metrics
 
 This module holds the helpers the subcommands share; it imports neither torch nor mlflow.
 """

@@ -12,7 +12,10 @@ with ``engine=sequential`` (one Lightning run per job) and once with the default
 ``engine=auto`` (the sweep's compatible runs train as one stacked model). Each command
 runs in its own fresh temporary directory, as its working directory, with a fresh SQLite
 store there, so both pay for creating the store. ``MLFLOW_TRACKING_URI`` and
-``LOSSBENCH_DEBUG`` are dropped from the environment and ``MPLBACKEND=Agg`` is set.
+``LOSSBENCH_DEBUG`` are dropped from the environment and ``MPLBACKEND=Agg`` is set;
+torch picks its own number of CPU threads, as in a user's run, unless ``--threads N``
+sets ``OMP_NUM_THREADS`` (on a machine other work keeps busy, several threads per small
+step can cost far more than they save, and more so one run at a time than stacked).
 
 Rounds alternate the order (sequential first in odd rounds, batched first in even ones);
 the speed-up is the median of the per-round ratios sequential / batched, printed beside
@@ -90,9 +93,12 @@ def store_uri(workdir: Path) -> str:
     return f"sqlite:///{workdir / 'mlflow.db'}"
 
 
-def environment() -> dict[str, str]:
+def environment(threads: int | None = None) -> dict[str, str]:
+    """This process's environment less the store and debug switches; ``threads`` caps torch's CPU threads."""
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "LOSSBENCH_DEBUG")}
     env["MPLBACKEND"] = "Agg"
+    if threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     return env
 
 
@@ -248,6 +254,7 @@ def bench_sweep(
     device: str = "cpu",
     seeds_per_loss: int | None = None,
     keep: str | None = None,
+    threads: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Time both commands alternately, then compare their stores; see the module docstring."""
@@ -262,6 +269,8 @@ def bench_sweep(
                              f"got {runs}.")
     if rounds < 1 or epochs < 1:
         raise LossbenchError(f"--rounds and --epochs must be >= 1, got {rounds} and {epochs}.")
+    if threads is not None and threads < 1:
+        raise LossbenchError(f"--threads must be >= 1, got {threads}.")
     if not (device == "cpu" or device == "cuda" or device.startswith("cuda:")):
         raise LossbenchError(f"--device must be cpu, cuda or cuda:N, got {device!r}.")
     if device.startswith("cuda"):
@@ -271,7 +280,7 @@ def bench_sweep(
             raise LossbenchError("--device cuda was asked for, but torch sees no CUDA device. Use --device cpu.")
     seeds = runs // len(LOSSES)
     experiment = experiment_name(runs, epochs)
-    env = environment()
+    env = environment(threads)
     times: dict[str, list[float]] = {e: [] for e in ENGINES}
     comparisons: list[dict[str, Any]] = []
     kept: list[dict[str, str]] = []
@@ -299,7 +308,7 @@ def bench_sweep(
     return {
         "settings": {
             "runs": runs, "seeds_per_loss": seeds, "losses": list(LOSSES), "model": MODEL, "data": DATA,
-            "epochs": epochs, "rounds": rounds, "device": device, "experiment": experiment,
+            "epochs": epochs, "rounds": rounds, "device": device, "threads": threads, "experiment": experiment,
             "commands": shown, "kept": kept or None,
         },
         "results": {
@@ -325,6 +334,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="alternating rounds of both commands (default 1: a 32-run sequential sweep takes ~40 s)")
     p.add_argument("--epochs", type=int, default=10, help="trainer.max_epochs of every run (default 10)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument(
+        "--threads", type=int, default=None,
+        help="OMP_NUM_THREADS / MKL_NUM_THREADS for both commands (default: unset, torch's own choice, as a user's "
+        "run gets; 1 steadies the figures on a busy shared machine)",
+    )
     p.add_argument("--seeds-per-loss", type=int, default=None, help=argparse.SUPPRESS)  # overrides --runs
     p.add_argument("--keep", metavar="DIR", help="run in fresh directories under DIR and keep them (stores, logs)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
@@ -332,8 +346,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     res = bench_sweep(runs=args.runs, rounds=args.rounds, epochs=args.epochs, device=args.device,
-                      seeds_per_loss=args.seeds_per_loss, keep=args.keep)
+                      seeds_per_loss=args.seeds_per_loss, keep=args.keep, threads=args.threads)
     machine = machine_info(args.device)
+    if args.threads:
+        machine["torch_threads"] = args.threads  # what the commands ran with, not this process
     payload = {"benchmark": "sweep", "machine": machine, **res}
     print_result(res, machine)
     if args.json:
@@ -357,7 +373,8 @@ def print_result(res: dict[str, Any], machine: dict[str, Any]) -> None:
     runs, rounds = r["runs"], s["rounds"]
     table = Table(
         title=f"Sweep of {runs} runs ({len(s['losses'])} losses x {s['seeds_per_loss']} seeds), model={s['model']} "
-        f"data={s['data']}, {s['epochs']} epochs, {s['device']}: the whole `python -m lossbench -m ...`",
+        f"data={s['data']}, {s['epochs']} epochs, {s['device']}"
+        + (f", OMP_NUM_THREADS={s['threads']}" if s["threads"] else "") + ": the whole `python -m lossbench -m ...`",
         caption=f"median of {rounds} alternating round(s); speed-up = median of per-round sequential / batched",
     )
     table.add_column("engine")
