@@ -230,9 +230,11 @@ def test_a_diverged_trial_fails_and_the_study_goes_on(search, mlflow_uri):
     assert any("failed    diverged" in x for x in lines)
 
 
-def test_hopeless_trials_are_pruned_and_recorded_as_killed(search, mlflow_uri):
+@pytest.mark.parametrize("batch", [1, 2], ids=["one-by-one", "stacked-in-twos"])
+def test_hopeless_trials_are_pruned_and_recorded_as_killed(search, mlflow_uri, batch):
     outcomes, _ = search(
         "loss=huber",
+        f"search.batch_size={batch}",
         "search.n_trials=5",
         "trainer.max_epochs=4",
         "search.pruner.n_startup_trials=1",
@@ -446,3 +448,56 @@ def test_a_mistake_on_the_command_line_exits_2_without_a_traceback(args, words, 
     for w in words:
         assert w in err
     assert "Traceback" not in err
+
+
+@pytest.fixture
+def ctrl_c_loss():
+    """A user's loss (searchable scale) whose Nth call presses Ctrl-C: a real SIGINT in a stacked group."""
+    from torch import nn
+
+    from lossbench import Param, Search
+    from lossbench.registry import LOSSES, register_loss
+
+    state = {"calls": 0, "at": None}
+
+    class PressesCtrlC(nn.Module):
+        def __init__(self, scale: float = 1.0, reduction: str = "mean"):
+            super().__init__()
+            self.scale = scale
+
+        def forward(self, pred, target):
+            state["calls"] += 1
+            if state["calls"] == state["at"]:
+                signal.raise_signal(signal.SIGINT)
+            return self.scale * (pred - target).abs().mean()
+
+    register_loss(
+        "presses_ctrl_c", tasks=("regression",), description="test", reference="test",
+        params=[Param("scale", 1.0, "float", low=0.0, closed="neither", search=Search.float(0.1, 10.0, log=True))],
+    )(PressesCtrlC)
+    yield state
+    LOSSES._specs.pop("presses_ctrl_c", None)
+
+
+def test_trials_trained_together_share_the_budget_and_run_again_after_ctrl_c(search, mlflow_uri, ctrl_c_loss):
+    ctrl_c_loss["at"] = 5  # a few steps into the first group of two trials
+    with pytest.raises(KeyboardInterrupt):
+        search("loss=mae", "loss.name=presses_ctrl_c", "search.batch_size=2", "search.n_trials=3")
+    (name,) = {r.data.tags[S.TAG_STUDY] for r in runs_of(mlflow_uri, search.experiment)}
+    t0, t1, w0, w1 = load(search.journal, name).get_trials()
+    assert t0.state == t1.state == TrialState.FAIL
+    assert t0.user_attrs["failure"] == t1.user_attrs["failure"] == "interrupted"
+    assert (w0.state, w0.user_attrs["retry_of"], w1.user_attrs["retry_of"]) == (TrialState.WAITING, 0, 1)
+    runs = runs_of(mlflow_uri, search.experiment)
+    assert sorted((r.info.status, r.data.tags[S.TAG_ENGINE]) for r in runs) == [("KILLED", "batched")] * 2
+    ctrl_c_loss["at"] = None
+    outcomes, lines = search("loss=mae", "loss.name=presses_ctrl_c", "search.batch_size=2", "search.n_trials=3")
+    o = outcomes[0]
+    assert [t.number for t in o.trials] == [2, 3, 4] and (o.complete, o.failed) == (3, 0)
+    trials = load(search.journal, name).get_trials()
+    assert trials[2].params == t0.params and trials[3].params == t1.params
+    groups = {}
+    for r in runs_of(mlflow_uri, search.experiment):
+        if r.info.status == "FINISHED":
+            groups.setdefault(r.data.tags[S.TAG_GROUP], []).append(int(r.data.tags[S.TAG_TRIAL]))
+    assert sorted(map(sorted, groups.values())) == [[2, 3], [4]]  # two at a time, then the last one

@@ -70,13 +70,17 @@ def run_jobs(
     engine: str = "auto",
     max_group: int | None = 256,
     emit: Callable[[int, Any, str], None] | None = None,
-    on_step: Callable[[int], None] | None = None,
+    tags: Mapping[int, Mapping[str, Any]] | None = None,
+    on_epoch: Mapping[int, Callable[[int, float], str | None]] | None = None,
+    callbacks: Mapping[int, Sequence[Any]] | None = None,
 ) -> dict[int, Any]:
     """Train ``jobs`` = [(job number, composed config, overrides string)]; return {number: RunResult | None}.
 
     A job whose config is invalid is recorded FAILED in a sweep (None in the result) and
     raises :class:`LossbenchError` for a single run. ``emit(num, result, overrides)`` is
-    called as each job ends.
+    called as each job ends. Per job number: ``tags`` are added to its run, ``on_epoch``
+    judges each validation epoch (an Optuna pruner, in a group), ``callbacks`` are its
+    Lightning callbacks should it train alone (the same pruner, as a callback).
     """
     from .. import pipeline, tracking
     from ..errors import LossbenchError
@@ -137,17 +141,17 @@ def run_jobs(
             uri = str(c["tracking"]["uri"])
             r = RunResult("RUNNING", run_name(p), experiment_id=exp_id, tracking_uri=uri,
                           experiment_name=str(c["tracking"]["experiment_name"]), objective=p.info.objective)
-            tags = run_tags(p, chash, sweep_id=sweep_id, overrides=overrides, extra_tags={
-                S.TAG_ENGINE: "batched", S.TAG_GROUP: gid, S.TAG_GROUP_SIZE: len(members)})
-            r.run_id = tracking.start_run(uri, exp_id, r.run_name, tags, run_params(p))
+            extra = {**(tags or {}).get(num, {}), S.TAG_ENGINE: "batched", S.TAG_GROUP: gid, S.TAG_GROUP_SIZE: len(members)}
+            run_tag_set = run_tags(p, chash, sweep_id=sweep_id, overrides=overrides, extra_tags=extra)
+            r.run_id = tracking.start_run(uri, exp_id, r.run_name, run_tag_set, run_params(p))
             cls, lr, wd, _ = B._opt_parts(p)
             driver, sched, has = B._driver(p, p.loss, B.device_of(p))
             ms.append(B.Member(
                 p=p, result=r, run_id=r.run_id, uri=uri, lr=lr, weight_decay=wd, driver=driver, scheduler=sched,
                 has_loss_params=has, maximize=p.info.objective_mode == "max", objective=p.info.objective,
-                curves=curves_wanted(c, multirun),
+                curves=curves_wanted(c, multirun), on_epoch=(on_epoch or {}).get(num),
             ))
-        trainer = B.GroupTrainer(ms, group_id=gid, on_step=on_step)
+        trainer = B.GroupTrainer(ms, group_id=gid)
         try:
             with _sigterm_as_interrupt():
                 trainer.fit()
@@ -159,7 +163,10 @@ def run_jobs(
     for num, cfg, overrides, reason in alone:
         if engine != "sequential":
             log.info(f"[job {num}] trains alone: {reason}")
-        r = pipeline.run(cfg, sweep_id=sweep_id, overrides=overrides, multirun=multirun)
+        r = pipeline.run(
+            cfg, sweep_id=sweep_id, overrides=overrides, multirun=multirun, quiet=True,
+            callbacks=list((callbacks or {}).get(num, [])), extra_tags=(tags or {}).get(num),
+        )
         results[num] = r
         emit(num, r, overrides)
     return results

@@ -147,6 +147,10 @@ class Member:
     maximize: bool
     objective: str
     curves: bool
+    # after each validation epoch: (epoch, objective value) -> a reason to stop, or None
+    # (an Optuna pruner); the member then stops at the start of the next epoch, KILLED
+    on_epoch: Callable[[int, float], str | None] | None = None
+    stop: tuple[str, int] | None = None
     alive: bool = True
     best_value: float = math.nan
     best_epoch: int = -1
@@ -186,10 +190,9 @@ class GroupTrainer:
     FLUSH_SECONDS = 2.0
     PROGRESS_SECONDS = 10.0
 
-    def __init__(self, members: Sequence[Member], *, group_id: str, on_step: Callable[[int], None] | None = None):
+    def __init__(self, members: Sequence[Member], *, group_id: str):
         self.members = list(members)
         self.group_id = group_id
-        self.on_step = on_step  # called with the global step before each step (tests inject failures here)
         first = self.members[0].p
         self.device = device_of(first)
         t = first.cfg["trainer"]
@@ -251,11 +254,16 @@ class GroupTrainer:
         rows, m.unlogged = m.unlogged, []
         return [_metric(k, v, step) for step, row in rows for k, v in row.items()]
 
-    def _end_member(self, m: Member, status: str, *, failure: str | None = None, message: str = "", step: int | None = None, tb: str | None = None) -> None:
+    def _end_member(
+        self, m: Member, status: str, *, failure: str | None = None, message: str = "", step: int | None = None,
+        tb: str | None = None, tags: dict[str, Any] | None = None,
+    ) -> None:
         """Stop member m now and record how it ended (its epochs so far are in the record)."""
         m.alive = False
         m.result.status, m.result.failure, m.result.message = status, failure, message
-        tags: dict[str, Any] = {}
+        if status == "KILLED" and math.isfinite(m.best_value):
+            m.result.metrics = {S.METRIC_BEST_VAL: m.best_value}
+        tags = dict(tags or {})
         if failure:
             tags[S.TAG_FAILURE] = failure
         if step is not None:
@@ -311,6 +319,10 @@ class GroupTrainer:
 
         with validation(False):
             for epoch in range(self.epochs):
+                for m in members:
+                    if m.alive and m.stop is not None:  # judged hopeless after the last epoch: stop now
+                        reason, judged = m.stop
+                        self._end_member(m, "KILLED", message=reason, tags={S.TAG_PRUNED: "true", S.TAG_PRUNED_EPOCH: judged})
                 if not any(m.alive for m in members):
                     break
                 model.train(True)
@@ -321,8 +333,6 @@ class GroupTrainer:
                 alive_now = [m.alive for m in members]
                 alive_t = torch.tensor(alive_now, device=dev)
                 for start in range(0, n_train, batch):
-                    if self.on_step is not None:
-                        self.on_step(step)
                     idx = order[:, start : start + batch]
                     xb, yb = self._take(x_train, idx), self._take(y_train, idx)
                     with amp() if amp else _null():
@@ -413,6 +423,10 @@ class GroupTrainer:
             if good:
                 m.best_value, m.best_epoch = value, epoch
             improved.append(good)
+            if m.on_epoch is not None and math.isfinite(value):
+                reason = m.on_epoch(epoch, value)
+                if reason:
+                    m.stop = (reason, epoch)
         if any(improved):
             mask = torch.tensor(improved, device=self.device)
             state = model.state()

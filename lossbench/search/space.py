@@ -36,6 +36,7 @@ class SearchSettings:
     timeout: float | None
     tune_lr: bool
     space: dict[str, dict[str, Any]]  # config key -> dimension
+    batch_size: int = 1  # trials asked for at once and trained as one stacked group
 
     @classmethod
     def from_config(cls, node: Mapping[str, Any] | None) -> SearchSettings:
@@ -79,6 +80,7 @@ class SearchSettings:
             timeout=float(timeout) if timeout is not None else None,
             tune_lr=tune_lr,
             space=flatten_space(node.get("space") or {}),
+            batch_size=_count("search.batch_size", node.get("batch_size", 1), minimum=1),
         )
 
 

@@ -593,9 +593,28 @@ def _run_trial(
     finally:
         _ACTIVE.discard((study.study_name, trial.number))
     seconds = time.monotonic() - start
+    pruned = pruning.pruned_epoch if pruning is not None else None
+    reported = pruning.reported if pruning is not None else {}
+    return _finish_trial(study, trial, plan, params, result, pruned, reported, seconds, printer)
+
+
+def _finish_trial(
+    study: Any,
+    trial: Any,
+    plan: LossPlan,
+    params: Mapping[str, Any],
+    result: Any,
+    pruned_epoch: int | None,
+    reported: Mapping[int, float],
+    seconds: float,
+    printer: Printer,
+) -> TrialRecord:
+    """Tell Optuna how a trained trial ended, and print its line."""
+    from optuna.trial import TrialState
+
     if result.run_id:
         trial.set_user_attr(ATTR_RUN, result.run_id)
-    record = TrialRecord(trial.number, "FAIL", None, params, result.run_id, seconds=seconds, message=result.message)
+    record = TrialRecord(trial.number, "FAIL", None, dict(params), result.run_id, seconds=seconds, message=result.message)
     if result.status == "FINISHED":
         value = result.metrics.get(S.METRIC_BEST_VAL)
         if value is not None and math.isfinite(value):
@@ -603,10 +622,10 @@ def _run_trial(
             record.state, record.value = "COMPLETE", float(value)
         else:
             record.failure, record.message = "no_objective", f"no finite {plan.objective} in any epoch"
-    elif pruning is not None and pruning.pruned_epoch is not None:
+    elif pruned_epoch is not None and result.status == "KILLED":
         study.tell(trial, state=TrialState.PRUNED)
         record.state = "PRUNED"
-        record.value = pruning.reported.get(pruning.pruned_epoch)
+        record.value = reported.get(pruned_epoch)
     else:
         record.failure = result.failure or result.status.lower()
     if record.state == "FAIL":
@@ -615,6 +634,78 @@ def _run_trial(
         study.tell(trial, state=TrialState.FAIL)
     printer(_trial_line(plan, record))
     return record
+
+
+class _EpochJudge:
+    """The pruner's verdict after each validation epoch of a trial trained in a group
+    (what :class:`~lossbench.search.pruning.OptunaPruning` does for a trial trained alone)."""
+
+    def __init__(self, trial: Any, monitor: str):
+        self.trial, self.monitor = trial, monitor
+        self.pruned_epoch: int | None = None
+        self.reported: dict[int, float] = {}
+
+    def __call__(self, epoch: int, value: float) -> str | None:
+        self.trial.report(value, epoch)
+        self.reported[epoch] = value
+        if self.trial.should_prune():
+            self.pruned_epoch = epoch
+            return f"pruned by Optuna after epoch {epoch} ({self.monitor}={value:.4g})"
+        return None
+
+
+def _run_trials(
+    study: Any,
+    trials: Sequence[Any],
+    plan: LossPlan,
+    settings: SearchSettings,
+    printer: Printer,
+    extra_callbacks: Sequence[Any] = (),
+) -> list[TrialRecord]:
+    """Train several trials of one study as one stacked group (``search.batch_size``)."""
+    from optuna.trial import TrialState
+
+    from ..engine import run_jobs
+
+    jobs, tags, judges, callbacks, params_of = [], {}, {}, {}, {}
+    start = time.monotonic()
+    try:
+        for i, trial in enumerate(trials):
+            params = params_of[i] = dict(trial.params)
+            overrides = " ".join([*plan.overrides, *(f"{k}={_override_value(v)}" for k, v in params.items())])
+            jobs.append((i, trial_config(plan.cfg, params), overrides))
+            tags[i] = {S.TAG_STUDY: study.study_name, S.TAG_TRIAL: trial.number}
+            callbacks[i] = list(extra_callbacks)
+            if settings.prune:
+                from .pruning import OptunaPruning
+
+                judges[i] = _EpochJudge(trial, plan.objective)
+                callbacks[i].append(OptunaPruning(trial, plan.objective))  # should it train alone
+        results = run_jobs(jobs, multirun=False, engine="batched", tags=tags, on_epoch=judges, callbacks=callbacks)
+    except BaseException as exc:
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        failure = "interrupted" if interrupted else "invalid" if isinstance(exc, LossbenchError) else S.FAILURE_ERROR
+        for i, trial in enumerate(trials):  # none was told yet: each ends FAIL, and runs again after Ctrl-C
+            with contextlib.suppress(Exception):  # record what we can; the original error matters more
+                trial.set_user_attr(ATTR_FAILURE, failure)
+                trial.set_user_attr(ATTR_MESSAGE, f"{type(exc).__name__}: {exc}"[:1000])
+            with contextlib.suppress(Exception):
+                study.tell(trial, state=TrialState.FAIL)
+                if interrupted:
+                    study.enqueue_trial(params_of.get(i, dict(trial.params)), user_attrs={ATTR_RETRY_OF: trial.number})
+        raise
+    finally:
+        for trial in trials:
+            _ACTIVE.discard((study.study_name, trial.number))
+    seconds = (time.monotonic() - start) / max(1, len(trials))
+    records = []
+    for i, trial in enumerate(trials):
+        judge = judges.get(i)
+        alone = next((c for c in callbacks[i] if hasattr(c, "pruned_epoch")), None)
+        pruned = judge.pruned_epoch if judge and judge.pruned_epoch is not None else getattr(alone, "pruned_epoch", None)
+        reported = (judge.reported if judge and judge.reported else getattr(alone, "reported", {})) or {}
+        records.append(_finish_trial(study, trial, plan, params_of[i], results[i], pruned, reported, seconds, printer))
+    return records
 
 
 def format_params(params: Mapping[str, Any]) -> str:
@@ -645,7 +736,11 @@ def search_loss(
     printer: Printer = _print,
     callbacks: Sequence[Any] = (),
 ) -> LossOutcome:
-    """Run trials of one loss's study until its budget is used (or ``search.timeout``)."""
+    """Run trials of one loss's study until its budget is used (or ``search.timeout``).
+
+    ``search.batch_size`` trials are asked for at once and trained as one stacked group;
+    with extra Lightning ``callbacks`` (an API for tests and tools) each trial trains alone.
+    """
     dists = {k: distribution(v) for k, v in plan.space.items()}
     outcome = LossOutcome(
         plan.loss, plan.study_name, storage.spec, plan.objective, plan.direction, plan.budget, plan.space, plan.fixed,
@@ -656,22 +751,28 @@ def search_loss(
         if deadline is not None and time.monotonic() >= deadline:
             outcome.timed_out = True
             break
-        trial = None
+        batch: list[Any] = []
         with _budget_lock(storage.lock_path):
             trials = study.get_trials(deepcopy=False)
             stale = _requeue_stale(study, trials, printer, plan.loss)
             if stale:
                 trials = study.get_trials(deepcopy=False)
-            if _used(trials) < plan.budget:
-                study.sampler = _sampler(settings.seed, len(trials))
+            free = plan.budget - _used(trials)
+            for _ in range(max(0, min(1 if callbacks else settings.batch_size, free))):
+                # reseeded per trial number: the same trials whatever the batch size or workers
+                study.sampler = _sampler(settings.seed, len(trials) + len(batch))
                 trial = study.ask(dists)
                 _ACTIVE.add((study.study_name, trial.number))
                 trial.set_user_attr(ATTR_WORKER, _worker())
+                batch.append(trial)
         if stale:
             _end_orphan_runs(str(plan.cfg.tracking.uri), experiment_id, plan.study_name, stale)
-        if trial is None:
+        if not batch:
             break
-        outcome.trials.append(_run_trial(study, trial, plan, settings, printer, callbacks))
+        if settings.batch_size == 1 or callbacks:  # Lightning callbacks need a Lightning run each
+            outcome.trials.append(_run_trial(study, batch[0], plan, settings, printer, callbacks))
+        else:
+            outcome.trials.extend(_run_trials(study, batch, plan, settings, printer, callbacks))
     return outcome  # counts and best: filled by run_search under the study's lock
 
 
