@@ -20,10 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torchmetrics.functional.classification import (
-    multiclass_confusion_matrix,
-)
-from torchmetrics.functional.regression import mean_absolute_error, mean_squared_error, r2_score
 
 from .errors import DataError
 from .schema import CLASSIFICATION_METRICS, REGRESSION_METRICS
@@ -81,19 +77,20 @@ def regression_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, fl
     n = p.numel()
     abs_err = (p - t).abs().sort().values
     median_ae = (abs_err[(n - 1) // 2] + abs_err[n // 2]) / 2
-    mse = mean_squared_error(p, t)
+    ss_res = (p - t).square().sum()
+    mse = ss_res / n
     if n < 2:
         r2 = torch.tensor(math.nan)
     else:
         ss_tot = (t - t.mean()).square().sum()
         if ss_tot > 0:
-            r2 = r2_score(p, t)
-        else:  # constant targets: torchmetrics divides by zero here
-            r2 = torch.tensor(1.0 if (p - t).square().sum() == 0 else 0.0)
+            r2 = 1 - ss_res / ss_tot
+        else:  # constant targets: scikit-learn's convention
+            r2 = torch.tensor(1.0 if ss_res == 0 else 0.0)
     values = {
         "mse": mse,
         "rmse": mse.sqrt(),
-        "mae": mean_absolute_error(p, t),
+        "mae": (p - t).abs().mean(),
         "median_ae": median_ae,
         "r2": r2,
     }
@@ -201,6 +198,16 @@ def _class_inputs(
     return p, t
 
 
+def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Counts ``(C, C)`` in float64, rows the true class, columns the predicted one.
+
+    Written here rather than taken from torchmetrics: importing torchmetrics imports all
+    of its image and audio metrics (seconds on a small machine), for one ``bincount``.
+    """
+    flat = target.to(torch.int64) * num_classes + pred.to(torch.int64)
+    return torch.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes).double()
+
+
 def expected_calibration_error(probs: torch.Tensor, target: torch.Tensor, n_bins: int = ECE_BINS) -> torch.Tensor:
     """Expected calibration error of the top-1 prediction (Guo et al., "On Calibration of
     Modern Neural Networks", ICML 2017).
@@ -301,7 +308,7 @@ def classification_metrics(
         return dict.fromkeys(keys, math.nan)
     pred = p.argmax(dim=1)
     correct = (pred == t).double()
-    cm = multiclass_confusion_matrix(pred, t, num_classes=c).double()  # rows: true, columns: predicted
+    cm = confusion_matrix(pred, t, c)  # rows: true, columns: predicted
     tp = cm.diagonal()
     support = cm.sum(dim=1)
     f1_den = support + cm.sum(dim=0)  # 2 TP + FP + FN
@@ -334,7 +341,7 @@ def per_class_table(
     """
     p, t = _class_inputs(probs, target, class_counts, "per_class_table")
     c = p.shape[1]
-    cm = multiclass_confusion_matrix(p.argmax(dim=1), t, num_classes=c).double()
+    cm = confusion_matrix(p.argmax(dim=1), t, c)
     tp = cm.diagonal()
     support = cm.sum(dim=1)
     predicted = cm.sum(dim=0)

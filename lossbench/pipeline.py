@@ -10,6 +10,7 @@ an interruption each end the run with its own status, so the record stays comple
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import io
 import json
@@ -92,12 +93,64 @@ def silence_lightning() -> None:
 
 
 # ---------------------------------------------------------------------------- build
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators (what Lightning's
+    ``seed_everything`` does, without importing Lightning), and say so in
+    ``PL_GLOBAL_SEED`` for any Lightning code that reads it."""
+    import random
+
+    import numpy as np
+
+    os.environ["PL_GLOBAL_SEED"] = str(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # every device's generator, CUDA's included
+
+
+def lightning_datamodule(dm: Any) -> Any:
+    """A lossbench dataset as a Lightning ``LightningDataModule`` (for ``trainer.fit``)."""
+    import pytorch_lightning as pl
+
+    class _Adapter(pl.LightningDataModule):
+        def __init__(self, inner: Any):
+            super().__init__()
+            self.inner = inner
+
+        def prepare_data(self) -> None:
+            self.inner.prepare_data()
+
+        def setup(self, stage: str | None = None) -> None:
+            self.inner.setup(stage)
+
+        def train_dataloader(self) -> Any:
+            return self.inner.train_dataloader()
+
+        def val_dataloader(self) -> Any:
+            return self.inner.val_dataloader()
+
+        def test_dataloader(self) -> Any:
+            return self.inner.test_dataloader()
+
+        def to_device(self, device: Any) -> None:
+            self.inner.to_device(device)
+
+    return _Adapter(dm)
+
+
 def _split_name(node: Mapping[str, Any], group: str) -> tuple[str, dict[str, Any]]:
     d = dict(node)
     name = d.pop("name", None)
     if name is None:
         raise LossbenchError(f"The {group} config has no 'name'. Choose one with {group}=<name>.")
     return str(name), d
+
+
+def _nested_target(value: Any, top: bool = True) -> bool:
+    if isinstance(value, Mapping):
+        return (not top and "_target_" in value) or any(_nested_target(v, False) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_nested_target(v, False) for v in value)
+    return False
 
 
 def _instantiate(group: str, name: str, node: dict[str, Any], **extra: Any) -> Any:
@@ -124,6 +177,18 @@ def _instantiate(group: str, name: str, node: dict[str, Any], **extra: Any) -> A
                         sorted(accepted - set(extra)),
                         hint=f"(for {group} '{name}'; set a known one with {group}.<parameter>=<value>)",
                     )
+    if cls is not None and not _nested_target(node) and set(k for k in node if k.startswith("_")) <= {"_target_", "_partial_"}:
+        # a flat node (every shipped config): call the class, as hydra's instantiate would,
+        # without building OmegaConf objects for it (a third of a small run's preparation)
+        kwargs = {k: v for k, v in node.items() if not k.startswith("_")}
+        if node.get("_partial_"):
+            return functools.partial(cls, **kwargs, **extra)
+        try:
+            return cls(**kwargs, **extra)
+        except LossbenchError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise LossbenchError(f"Cannot build {group} '{name}': {exc}") from None
     try:
         return instantiate(node, **extra, _convert_="all")
     except InstantiationException as exc:
@@ -164,7 +229,7 @@ class Prepared:
 def prepare(cfg: DictConfig | Mapping[str, Any]) -> Prepared:
     """Everything up to (not including) training. Every user mistake surfaces here."""
     from .losses import validation
-    from .models.module import adapt, num_outputs, output_kind
+    from .models.outputs import adapt, num_outputs, output_kind
     from .registry import loss_info
 
     c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
@@ -175,9 +240,7 @@ def prepare(cfg: DictConfig | Mapping[str, Any]) -> Prepared:
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ParameterError(f"seed must be a non-negative integer, got {seed!r}.")
 
-    import pytorch_lightning as pl
-
-    pl.seed_everything(seed, workers=False, verbose=False)
+    seed_everything(seed)
     data_name, data_cfg = _split_name(c["data"], "data")
     dm = _instantiate("data", data_name, data_cfg)
     info = dm.info  # loads and checks the data
@@ -390,6 +453,7 @@ def _train(
 
     c = p.cfg
     module = LossbenchModule(p.net, p.loss, p.optimizer, p.info, p.kind, scheduler=p.scheduler)
+    datamodule = lightning_datamodule(p.datamodule)
     logger = MLFlowLogger(
         experiment_name=str(c["tracking"]["experiment_name"]),
         tracking_uri=uri,
@@ -417,11 +481,11 @@ def _train(
     try:
         with _sigterm_as_interrupt(), validation(False), _quiet_stdout(not progress):
             try:
-                trainer.fit(module, datamodule=p.datamodule)
+                trainer.fit(module, datamodule=datamodule)
             finally:  # whatever ends the fit, the epochs it ran are in the record
                 module.flush_metrics()
             module.restore_best()
-            trainer.test(module, datamodule=p.datamodule, verbose=False)
+            trainer.test(module, datamodule=datamodule, verbose=False)
     except Diverged as exc:
         result.status, result.failure = "FAILED", S.FAILURE_DIVERGED
         result.message = str(exc)

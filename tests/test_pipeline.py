@@ -112,7 +112,7 @@ def test_adaptive_barron_parameters_move_during_training(compose):
     before = {k: v.detach().clone() for k, v in p.loss.named_parameters()}
     module = LossbenchModule(p.net, p.loss, p.optimizer, p.info, p.kind)
     trainer = pl.Trainer(max_epochs=2, logger=False, enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False, accelerator="cpu")
-    trainer.fit(module, datamodule=p.datamodule)
+    trainer.fit(module, datamodule=pipeline.lightning_datamodule(p.datamodule))
     after = dict(p.loss.named_parameters())
     assert any(not torch.equal(before[k], after[k].detach()) for k in before)
 

@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 
 from ..errors import DataError
@@ -136,8 +135,12 @@ def _fit_normalizer(x: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Ten
     return shift, scale
 
 
-class TensorDataModule(pl.LightningDataModule):
+class TensorDataModule:
     """Base class of every lossbench dataset. Subclasses implement :meth:`load`.
+
+    It has the hooks of a Lightning ``LightningDataModule`` (``prepare_data``, ``setup``,
+    ``*_dataloader``) without importing Lightning: the batched engine reads its tensors
+    directly, and the Lightning path wraps it (:func:`lossbench.pipeline.lightning_datamodule`).
 
     Parameters common to all datasets: ``batch_size``, ``seed`` (fixes the data; set
     from the top-level ``seed``), ``normalize`` (features: standard, robust, minmax or
@@ -156,7 +159,6 @@ class TensorDataModule(pl.LightningDataModule):
         normalize_target: str = "standard",
         eval_batch_size: int = 4096,
     ):
-        super().__init__()
         if normalize not in NORMALIZERS:
             raise DataError(f"data.normalize must be one of {', '.join(NORMALIZERS)}, got {normalize!r}.")
         if normalize_target not in NORMALIZERS:
@@ -183,6 +185,9 @@ class TensorDataModule(pl.LightningDataModule):
         return {}
 
     # ---------------------------------------------------------------- lifecycle
+    def prepare_data(self) -> None:
+        """Download or check files, once per machine (as Lightning's hook); nothing by default."""
+
     def setup(self, stage: str | None = None) -> None:
         if self._tensors is not None:
             return

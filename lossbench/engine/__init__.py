@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -72,15 +73,15 @@ def run_jobs(
     emit: Callable[[int, Any, str], None] | None = None,
     tags: Mapping[int, Mapping[str, Any]] | None = None,
     on_epoch: Mapping[int, Callable[[int, float], str | None]] | None = None,
-    callbacks: Mapping[int, Sequence[Any]] | None = None,
+    callbacks: Callable[[int], Sequence[Any]] | None = None,
 ) -> dict[int, Any]:
     """Train ``jobs`` = [(job number, composed config, overrides string)]; return {number: RunResult | None}.
 
     A job whose config is invalid is recorded FAILED in a sweep (None in the result) and
     raises :class:`LossbenchError` for a single run. ``emit(num, result, overrides)`` is
     called as each job ends. Per job number: ``tags`` are added to its run, ``on_epoch``
-    judges each validation epoch (an Optuna pruner, in a group), ``callbacks`` are its
-    Lightning callbacks should it train alone (the same pruner, as a callback).
+    judges each validation epoch (an Optuna pruner, in a group); ``callbacks(num)`` gives
+    its Lightning callbacks, asked for only should it train alone (the same pruner).
     """
     from .. import pipeline, tracking
     from ..errors import LossbenchError
@@ -88,12 +89,12 @@ def run_jobs(
     from ..sweep import record_invalid_job
     from . import batched as B
 
-    pipeline.silence_lightning()
     emit = emit or (lambda num, result, overrides: None)
     results: dict[int, Any] = {}
     experiments: dict[tuple[str, str], str] = {}
     batchable: list[tuple[int, Any, str, str, str]] = []
     alone: list[tuple[int, Any, str, str]] = []
+    tic = time.monotonic()
     for num, cfg, overrides in jobs:
         try:
             p = prepare(cfg)
@@ -125,6 +126,7 @@ def run_jobs(
         else:
             batchable.append((num, p, overrides, chash, exp_id))
 
+    prepared_s = time.monotonic() - tic
     groups: dict[tuple[Any, ...], list[tuple[int, Any, str, str, str]]] = {}
     for item in batchable:
         groups.setdefault(B.compat_key(item[1]), []).append(item)
@@ -132,6 +134,7 @@ def run_jobs(
     if len(plan) > 1 or alone:
         log.info(f"lossbench engine: {len(batchable)} runs in {len(plan)} stacked group(s), {len(alone)} alone")
     for members in plan:
+        opened = time.monotonic()
         gid = B.new_group_id()
         first = members[0][1]
         log.info(f"  group {gid}: {len(members)} run(s) together ({B.describe(first)})")
@@ -152,9 +155,16 @@ def run_jobs(
                 curves=curves_wanted(c, multirun), on_epoch=(on_epoch or {}).get(num),
             ))
         trainer = B.GroupTrainer(ms, group_id=gid)
+        opened = time.monotonic() - opened
         try:
             with _sigterm_as_interrupt():
                 trainer.fit()
+            t = trainer.timing
+            log.info(
+                f"  group {gid}: {len(members)} run(s) in {sum(t.values()) + opened:.1f} s (runs opened {opened:.1f}, "
+                f"training {t['train']:.1f}, validation {t['validate']:.1f}, test and records {t['test+record']:.1f}; "
+                f"checking the configs of this job took {prepared_s:.1f})"
+            )
         finally:
             for (num, _, overrides, _, _), m in zip(members, ms, strict=True):
                 if m.result.status != "RUNNING":
@@ -165,7 +175,7 @@ def run_jobs(
             log.info(f"[job {num}] trains alone: {reason}")
         r = pipeline.run(
             cfg, sweep_id=sweep_id, overrides=overrides, multirun=multirun, quiet=True,
-            callbacks=list((callbacks or {}).get(num, [])), extra_tags=(tags or {}).get(num),
+            callbacks=list(callbacks(num)) if callbacks else [], extra_tags=(tags or {}).get(num),
         )
         results[num] = r
         emit(num, r, overrides)

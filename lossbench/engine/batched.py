@@ -141,7 +141,7 @@ class Member:
     uri: str
     lr: float
     weight_decay: float
-    driver: torch.optim.Optimizer  # carries the lr schedule (and steps learnable loss parameters)
+    driver: torch.optim.Optimizer | None  # carries the lr schedule and steps learnable loss parameters
     scheduler: Any
     has_loss_params: bool
     maximize: bool
@@ -167,14 +167,18 @@ class Member:
         return value > self.best_value if self.maximize else value < self.best_value
 
 
-def _driver(p: Prepared, loss: torch.nn.Module, device: torch.device) -> tuple[torch.optim.Optimizer, Any, bool]:
-    """A real torch optimizer for member k's learnable loss parameters (a dummy if none).
+def _driver(p: Prepared, loss: torch.nn.Module, device: torch.device) -> tuple[torch.optim.Optimizer | None, Any, bool]:
+    """A real torch optimizer for member k's learnable loss parameters (a dummy for a schedule).
 
     Its learning rate is the member's, and the member's scheduler steps it; the stacked
     optimizer reads the scheduled lr from it each epoch, so any torch scheduler works.
+    None when the member has neither (building a torch optimizer the first time imports
+    torch's compiler stack: seconds).
     """
-    cls, lr, wd, options = _opt_parts(p)
     lp = [q for q in loss.parameters() if q.requires_grad]
+    if not lp and p.scheduler is None:
+        return None, None, False
+    cls, lr, wd, options = _opt_parts(p)
     has = bool(lp)
     if not has:
         lp = [torch.zeros(1, device=device, requires_grad=True)]
@@ -195,6 +199,8 @@ class GroupTrainer:
         self.group_id = group_id
         first = self.members[0].p
         self.device = device_of(first)
+        if self.device.type == "cuda":  # Tensor Cores, as the Lightning path asks for them
+            torch.set_float32_matmul_precision("high")
         t = first.cfg["trainer"]
         self.epochs = int(t.get("max_epochs") or 0)
         self.autocast = _SUPPORTED_PRECISION.get(t.get("precision", "32-true"))
@@ -204,6 +210,8 @@ class GroupTrainer:
         self.k = len(self.members)
         self._last_flush = time.monotonic()
         self._flush_cost = 0.0
+        # where the group's time goes (seconds), for the closing line of the group
+        self.timing: dict[str, float] = {"train": 0.0, "validate": 0.0, "test+record": 0.0}
 
     # -------------------------------------------------------------- data
     def _split(self, split: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -326,6 +334,7 @@ class GroupTrainer:
                 if not any(m.alive for m in members):
                     break
                 model.train(True)
+                epoch_start = time.monotonic()
                 order = torch.stack(
                     [torch.randperm(n_train, generator=torch.Generator().manual_seed(s * 100_003 + epoch)) for s in seeds]
                 ).to(dev)
@@ -364,7 +373,7 @@ class GroupTrainer:
                     for t in model.params.values():
                         t.grad = None
                     for m in members:
-                        if m.has_loss_params:
+                        if m.has_loss_params and m.driver is not None:
                             m.driver.zero_grad(set_to_none=True)
                     total = torch.where(alive_t, lvec, zero).sum()
                     total.backward()
@@ -373,12 +382,15 @@ class GroupTrainer:
                         O.clip_grad_norm_(model.params, self.clip, active=active)
                     opt.step(active=active)
                     for m in members:
-                        if m.alive and m.has_loss_params:
+                        if m.alive and m.has_loss_params and m.driver is not None:
                             m.driver.step()
                     train_sum = train_sum + torch.where(alive_t, lvec.detach(), zero) * idx.shape[1]
                     step += 1
                 else:
+                    tic = time.monotonic()
+                    self.timing["train"] += tic - epoch_start
                     self._end_epoch(model, epoch, train_sum, n_train, x_val, y_val, eval_batch, amp)
+                    self.timing["validate"] += time.monotonic() - tic
                     self._schedule(opt)
                     now = time.monotonic()
                     if now - last_progress >= self.PROGRESS_SECONDS:
@@ -387,7 +399,9 @@ class GroupTrainer:
                         log.info(f"  group {self.group_id}: epoch {epoch + 1}/{self.epochs}, {alive}/{k} runs training, {now - started:.0f} s")
                     continue
                 break
+            tic = time.monotonic()
             self._test(model, x_test, y_test, eval_batch, amp)
+            self.timing["test+record"] += time.monotonic() - tic
 
     def _evaluate_all(self, model: StackedModel, xs: list[torch.Tensor], eval_batch: int, amp: Any) -> torch.Tensor:
         model.train(False)
@@ -400,7 +414,7 @@ class GroupTrainer:
         return torch.cat(outs, dim=1)
 
     def _end_epoch(self, model, epoch, train_sum, n_train, x_val, y_val, eval_batch, amp) -> None:
-        from ..models.module import evaluate
+        from ..models.outputs import evaluate
 
         out = self._evaluate_all(model, x_val, eval_batch, amp)
         improved = []
@@ -445,10 +459,11 @@ class GroupTrainer:
             for m in self.members:
                 if m.scheduler is not None:
                     m.scheduler.step()
-        opt.set_lr(torch.tensor([float(m.driver.param_groups[0]["lr"]) for m in self.members], dtype=torch.float64, device=self.device))
+        lrs = [float(m.driver.param_groups[0]["lr"]) if m.driver is not None else m.lr for m in self.members]
+        opt.set_lr(torch.tensor(lrs, dtype=torch.float64, device=self.device))
 
     def _test(self, model: StackedModel, x_test, y_test, eval_batch, amp) -> None:
-        from ..models.module import evaluate
+        from ..models.outputs import evaluate
 
         live = [m for m in self.members if m.alive]
         if not live:
@@ -485,7 +500,7 @@ def _metric(key: str, value: float, step: int) -> Any:
 
 
 def _adapt(kind: str, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    from ..models.module import adapt
+    from ..models.outputs import adapt
 
     return adapt(kind, out, y)
 

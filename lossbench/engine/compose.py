@@ -69,17 +69,20 @@ class JobComposer:
         """Hydra's own composition of one job (what its launcher would run)."""
         return _without_hydra(self.loader.load_sweep_config(master_config=self.master, sweep_overrides=list(overrides)))
 
-    def __call__(self, overrides: Sequence[str]) -> DictConfig:
+    def __call__(self, overrides: Sequence[str], *, keep: bool = False) -> DictConfig:
+        """The job's config. ``keep``: also leave it in :data:`COMPOSED` for a launcher that
+        runs the job in this process, which then takes it (once) instead of composing again."""
         from hydra._internal.config_loader_impl import ConfigLoaderImpl
 
         key = tuple(overrides)
         if key in COMPOSED:
-            return copy.deepcopy(COMPOSED[key])
+            return COMPOSED.pop(key)
         groups, values = self.split(overrides)
         if groups not in self._bases:
             self._bases[groups] = self.full(groups)
         cfg = copy.deepcopy(self._bases[groups])
         with read_write(cfg):
             ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
-        COMPOSED[key] = cfg
-        return copy.deepcopy(cfg)
+        if keep:
+            COMPOSED[key] = cfg
+        return cfg

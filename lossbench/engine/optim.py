@@ -357,18 +357,10 @@ class StackedAdam(StackedOptimizer):
         options["amsgrad"] = bool(options["amsgrad"])
         options["decoupled_weight_decay"] = bool(options["decoupled_weight_decay"])
 
-    def __init__(
-        self,
-        params: Mapping[str, Tensor],
-        lr: MemberValues,
-        weight_decay: MemberValues,
-        **options: Any,
-    ) -> None:
-        super().__init__(params, lr, weight_decay, **options)
-        # bias corrections for steps 1..n, computed in Python exactly as torch does
-        # (torch on the device would use sqrt for ** 0.5 and Sleef's pow, which differ
-        # from Python's pow in the last bit now and then)
-        self._bias_tables: tuple[Tensor, Tensor] | None = None
+    # bias corrections for steps 1..n, computed in Python exactly as torch does (torch on
+    # the device would use sqrt for ** 0.5 and Sleef's pow, which differ from Python's pow
+    # in the last bit now and then); built on first use, per instance
+    _bias_tables: tuple[Tensor, Tensor] | None = None
 
     def _bias_corrections(self, state: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Per-member ``(bias_correction1, bias_correction2_sqrt)`` for the step being taken."""

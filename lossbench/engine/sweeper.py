@@ -148,7 +148,7 @@ class LossbenchSweeper(Sweeper):
         assert self.hydra_context is not None and self.config is not None
         composer = JobComposer(self.hydra_context.config_loader, self.config)
         for overrides in batch:
-            cfg = composer(list(overrides))
+            cfg = composer(list(overrides), keep=True)
             try:
                 key = group_key(cfg)
                 self.max_group = engine_settings(cfg)[1]

@@ -669,19 +669,24 @@ def _run_trials(
 
     jobs, tags, judges, callbacks, params_of = [], {}, {}, {}, {}
     start = time.monotonic()
+
+    def alone(i: int) -> list[Any]:  # Lightning callbacks of a trial that cannot join the group
+        callbacks[i] = list(extra_callbacks)
+        if settings.prune:
+            from .pruning import OptunaPruning
+
+            callbacks[i].append(OptunaPruning(trials[i], plan.objective))
+        return callbacks[i]
+
     try:
         for i, trial in enumerate(trials):
             params = params_of[i] = dict(trial.params)
             overrides = " ".join([*plan.overrides, *(f"{k}={_override_value(v)}" for k, v in params.items())])
             jobs.append((i, trial_config(plan.cfg, params), overrides))
             tags[i] = {S.TAG_STUDY: study.study_name, S.TAG_TRIAL: trial.number}
-            callbacks[i] = list(extra_callbacks)
             if settings.prune:
-                from .pruning import OptunaPruning
-
                 judges[i] = _EpochJudge(trial, plan.objective)
-                callbacks[i].append(OptunaPruning(trial, plan.objective))  # should it train alone
-        results = run_jobs(jobs, multirun=False, engine="batched", tags=tags, on_epoch=judges, callbacks=callbacks)
+        results = run_jobs(jobs, multirun=False, engine="batched", tags=tags, on_epoch=judges, callbacks=alone)
     except BaseException as exc:
         interrupted = isinstance(exc, KeyboardInterrupt)
         failure = "interrupted" if interrupted else "invalid" if isinstance(exc, LossbenchError) else S.FAILURE_ERROR
@@ -701,9 +706,9 @@ def _run_trials(
     records = []
     for i, trial in enumerate(trials):
         judge = judges.get(i)
-        alone = next((c for c in callbacks[i] if hasattr(c, "pruned_epoch")), None)
-        pruned = judge.pruned_epoch if judge and judge.pruned_epoch is not None else getattr(alone, "pruned_epoch", None)
-        reported = (judge.reported if judge and judge.reported else getattr(alone, "reported", {})) or {}
+        by_callback = next((c for c in callbacks.get(i, []) if hasattr(c, "pruned_epoch")), None)
+        pruned = judge.pruned_epoch if judge and judge.pruned_epoch is not None else getattr(by_callback, "pruned_epoch", None)
+        reported = (judge.reported if judge and judge.reported else getattr(by_callback, "reported", {})) or {}
         records.append(_finish_trial(study, trial, plan, params_of[i], results[i], pruned, reported, seconds, printer))
     return records
 
