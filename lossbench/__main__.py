@@ -79,7 +79,7 @@ def _app(cfg: DictConfig) -> object:
         log.info(f"[job {hc.job.num}] invalid   {overrides}: {exc}")
         return None
     except pipeline.Interrupted:
-        print("\nInterrupted: the current run is recorded as KILLED.", file=sys.stderr)
+        _say("\nInterrupted: the current run is recorded as KILLED.")
         raise SystemExit(130) from None
     if multirun:
         log.info(f"[job {hc.job.num}] {_one_line(result)}  [{overrides}]")
@@ -88,6 +88,15 @@ def _app(cfg: DictConfig) -> object:
         if result.status == "FAILED" and result.failure != "diverged":
             raise SystemExit(1)
     return result.status
+
+
+def _say(line: str) -> None:
+    """Tell the terminal, if there still is one: with the parent gone (a closed pipe), an
+    error while printing must not turn a Ctrl-C or SIGTERM into "go on with the sweep"."""
+    import contextlib
+
+    with contextlib.suppress(OSError):
+        print(line, file=sys.stderr)
 
 
 def _member_configs(members: str, hc: object) -> list[tuple[int, DictConfig, str]]:
@@ -120,7 +129,7 @@ def _run_engine(cfg, hc, engine, max_group, members, sweep_id, multirun):  # typ
     try:
         results = run_jobs(jobs, sweep_id=sweep_id, multirun=multirun, engine=engine, max_group=max_group, emit=emit)
     except pipeline.Interrupted:
-        print("\nInterrupted: the runs in training are recorded as KILLED.", file=sys.stderr)
+        _say("\nInterrupted: the runs in training are recorded as KILLED.")
         raise SystemExit(130) from None
     if not multirun:
         (result,) = results.values()
