@@ -94,6 +94,10 @@ def test_configs_and_experiments_ship_inside_the_wheel(tmp_path, repo_root):
     assert {f"lossbench/configs/experiment/{e}.yaml" for e in EXPERIMENTS} <= names
     assert "lossbench/configs/data/imbalanced.yaml" in names and "lossbench/configs/report.yaml" in names
     assert "lossbench/configs/search.yaml" in names
+    assert {"lossbench/configs/engine/auto.yaml", "lossbench/configs/hydra/sweeper/lossbench.yaml"} <= names
+    # every package of the source tree ships (a package missing from pyproject's list would not)
+    packages = {p.relative_to(repo_root).as_posix() for p in (repo_root / "lossbench").rglob("__init__.py")}
+    assert packages <= names, packages - names
     # the installed package works outside the checkout: compose a suite from the wheel alone
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)], check=True)
