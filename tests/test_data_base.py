@@ -326,3 +326,27 @@ def test_every_data_config_instantiates_with_the_class_defaults(path, tmp_path):
         assert same, f"{path.name}: {key}={value!r} but the class default is {d!r}"
     if "download" in params:
         assert params["download"] is True  # documented: the CLI downloads on first use
+
+
+def test_the_same_generated_data_is_built_once_per_process_and_stays_the_same():
+    """A sweep's losses at one seed share their data: built once, shared, never altered."""
+    from lossbench.data.synthetic import ImbalancedClassification
+
+    a = ImbalancedClassification(seed=11, n_max=120)
+    b = ImbalancedClassification(seed=11, n_max=120)
+    other = ImbalancedClassification(seed=12, n_max=120)
+    xa, ya = a.tensors("train")
+    xb, yb = b.tensors("train")
+    assert xb is xa and yb is ya and b.info == a.info  # taken from the cache
+    assert not torch.equal(other.tensors("train")[0][: len(xa)], xa[: len(other.tensors("train")[0])])
+    # what the cache gives equals what generating it again gives
+    from lossbench.data import base
+
+    base._SPLITS.clear()
+    c = ImbalancedClassification(seed=11, n_max=120)
+    xc, yc = c.tensors("train")
+    assert xc is not xa and torch.equal(xc, xa) and torch.equal(yc, ya) and c.info == a.info
+    # a dataset whose attributes are not plain values is never cached
+    d = ImbalancedClassification(seed=11, n_max=120)
+    d.note = object()
+    assert d._cache_key() is None

@@ -10,6 +10,7 @@ device — no per-sample collation, which dominates the run time of small models
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -135,6 +136,20 @@ def _fit_normalizer(x: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Ten
     return shift, scale
 
 
+# generated splits of cacheable datasets, by their attributes (see TensorDataModule.cacheable)
+_SPLITS: OrderedDict[tuple[Any, ...], tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], Any]] = OrderedDict()
+_SPLITS_MAX_ENTRIES = 128
+_SPLITS_MAX_BYTES = 64 << 20
+
+
+def _simple(v: Any) -> bool:
+    if v is None or isinstance(v, bool | int | float | str):
+        return True
+    if isinstance(v, list | tuple):
+        return all(_simple(x) for x in v)
+    return False
+
+
 class TensorDataModule:
     """Base class of every lossbench dataset. Subclasses implement :meth:`load`.
 
@@ -188,9 +203,42 @@ class TensorDataModule:
     def prepare_data(self) -> None:
         """Download or check files, once per machine (as Lightning's hook); nothing by default."""
 
+    # True where load() depends only on the instance's simple attributes and draws from its
+    # own seeded generators (never a global one): then equal attributes give equal splits,
+    # and a process that builds the same data again (the four losses of a sweep at one seed)
+    # takes it from a small cache instead of generating it once per run
+    cacheable = False
+
+    def _cache_key(self) -> tuple[Any, ...] | None:
+        if not type(self).cacheable:
+            return None
+        items = []
+        for k, v in sorted(vars(self).items()):
+            if k.startswith("_"):
+                continue
+            if not _simple(v):
+                return None
+            items.append((k, repr(v)))
+        return (type(self).__module__, type(self).__qualname__, tuple(items))
+
     def setup(self, stage: str | None = None) -> None:
         if self._tensors is not None:
             return
+        key = self._cache_key()
+        if key is not None and key in _SPLITS:
+            _SPLITS.move_to_end(key)
+            tensors, self._info = _SPLITS[key]
+            self._tensors = dict(tensors)  # the tensors are shared, never written to
+            return
+        self._setup()
+        assert self._tensors is not None
+        size = sum(t.numel() * t.element_size() for pair in self._tensors.values() for t in pair)
+        if key is not None and size <= _SPLITS_MAX_BYTES:
+            _SPLITS[key] = (dict(self._tensors), self._info)
+            while len(_SPLITS) > _SPLITS_MAX_ENTRIES:
+                _SPLITS.popitem(last=False)
+
+    def _setup(self) -> None:
         s = self.load()
         self._check_splits(s)
         shift, scale = self.fit_normalizer(s.x_train)

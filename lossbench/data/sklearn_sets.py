@@ -35,6 +35,8 @@ class DigitsLT(TensorDataModule):
     Recognition of Handwritten Digits", UCI Machine Learning Repository, 1998.
     """
 
+    cacheable = True  # seeded generators of its own only
+
     name = "digits_lt"
     task = "multiclass"
     objective = ("balanced_accuracy", "max")
@@ -99,6 +101,8 @@ class BreastCancer(TensorDataModule):
     "Nuclear feature extraction for breast tumor diagnosis", SPIE 1993.
     """
 
+    cacheable = True  # seeded generators of its own only
+
     name = "breast_cancer"
     task = "binary"
     objective = ("balanced_accuracy", "max")
@@ -141,6 +145,8 @@ class Diabetes(TensorDataModule):
     (:func:`~lossbench.data.synthetic.huber_outlier_fraction`). Data: Efron, Hastie, Johnstone &
     Tibshirani, "Least Angle Regression", Annals of Statistics 2004.
     """
+
+    cacheable = True  # seeded generators of its own only
 
     name = "diabetes"
     task = "regression"

@@ -117,6 +117,8 @@ class RegressionOutliers(TensorDataModule):
     outliers do not set the scale in which a loss's hyperparameters (e.g. Huber's delta) live.
     """
 
+    cacheable = True  # seeded generators of its own only
+
     name = "regression_outliers"
     task = "regression"
     objective = ("rmse", "min")
@@ -262,6 +264,8 @@ class ImbalancedClassification(TensorDataModule):
     counts the observed (noisy) labels, while ``extra["clean_class_counts"]`` keeps the profile.
     With ``n_classes=2`` the task is ``binary``.
     """
+
+    cacheable = True  # seeded generators of its own only
 
     name = "imbalanced"
     task = "multiclass"
