@@ -119,6 +119,8 @@ def _run_engine(cfg, hc, engine, max_group, members, sweep_id, multirun):  # typ
 
     if members:
         jobs = _member_configs(str(members), hc)
+        for _, member_cfg, _ in jobs:  # the group job's GPU, as a plain job would get
+            assign_gpu(member_cfg, int(hc.job.num))
     else:
         jobs = [(int(hc.job.num) if multirun else 0, cfg, " ".join(hc.overrides.task))]
 

@@ -85,7 +85,7 @@ def run_jobs(
     """
     from .. import pipeline, tracking
     from ..errors import LossbenchError
-    from ..pipeline import RunResult, _sigterm_as_interrupt, curves_wanted, prepare, run_name, run_params, run_tags
+    from ..pipeline import RunResult, _sigterm_as_interrupt, prepare, run_name
     from ..sweep import record_invalid_job
     from . import batched as B
 
@@ -139,21 +139,14 @@ def run_jobs(
         first = members[0][1]
         log.info(f"  group {gid}: {len(members)} run(s) together ({B.describe(first)})")
         ms = []
-        for num, p, overrides, chash, exp_id in members:
-            c = p.cfg
-            uri = str(c["tracking"]["uri"])
-            r = RunResult("RUNNING", run_name(p), experiment_id=exp_id, tracking_uri=uri,
-                          experiment_name=str(c["tracking"]["experiment_name"]), objective=p.info.objective)
-            extra = {**(tags or {}).get(num, {}), S.TAG_ENGINE: "batched", S.TAG_GROUP: gid, S.TAG_GROUP_SIZE: len(members)}
-            run_tag_set = run_tags(p, chash, sweep_id=sweep_id, overrides=overrides, extra_tags=extra)
-            r.run_id = tracking.start_run(uri, exp_id, r.run_name, run_tag_set, run_params(p))
-            cls, lr, wd, _ = B._opt_parts(p)
-            driver, sched, has = B._driver(p, p.loss, B.device_of(p))
-            ms.append(B.Member(
-                p=p, result=r, run_id=r.run_id, uri=uri, lr=lr, weight_decay=wd, driver=driver, scheduler=sched,
-                has_loss_params=has, maximize=p.info.objective_mode == "max", objective=p.info.objective,
-                curves=curves_wanted(c, multirun), on_epoch=(on_epoch or {}).get(num),
-            ))
+        try:
+            with _sigterm_as_interrupt():
+                for num, p, overrides, chash, exp_id in members:
+                    ms.append(_open_member(p, num, overrides, chash, exp_id, gid, len(members), sweep_id, multirun, tags, on_epoch))
+        except KeyboardInterrupt:  # Ctrl-C while the runs were being created: none is left RUNNING
+            for m in ms:
+                tracking.end_run(m.uri, m.run_id, "KILLED")
+            raise pipeline.Interrupted("interrupted") from None
         trainer = B.GroupTrainer(ms, group_id=gid)
         opened = time.monotonic() - opened
         try:
@@ -180,6 +173,29 @@ def run_jobs(
         results[num] = r
         emit(num, r, overrides)
     return results
+
+
+def _open_member(p: Any, num: int, overrides: str, chash: str, exp_id: str, gid: str, size: int, sweep_id: str | None,
+                 multirun: bool, tags: Mapping[int, Mapping[str, Any]] | None,
+                 on_epoch: Mapping[int, Callable[[int, float], str | None]] | None) -> Any:
+    """Create member ``num``'s MLflow run (RUNNING, with its tags and params) and its engine state."""
+    from .. import tracking
+    from ..pipeline import RunResult, curves_wanted, run_name, run_params, run_tags
+    from . import batched as B
+
+    c = p.cfg
+    uri = str(c["tracking"]["uri"])
+    r = RunResult("RUNNING", run_name(p), experiment_id=exp_id, tracking_uri=uri,
+                  experiment_name=str(c["tracking"]["experiment_name"]), objective=p.info.objective)
+    extra = {**(tags or {}).get(num, {}), S.TAG_ENGINE: "batched", S.TAG_GROUP: gid, S.TAG_GROUP_SIZE: size}
+    r.run_id = tracking.start_run(uri, exp_id, r.run_name, run_tags(p, chash, sweep_id=sweep_id, overrides=overrides, extra_tags=extra), run_params(p))
+    _, lr, wd, _ = B._opt_parts(p)
+    driver, sched, has = B._driver(p, p.loss, B.device_of(p))
+    return B.Member(
+        p=p, result=r, run_id=r.run_id, uri=uri, lr=lr, weight_decay=wd, driver=driver, scheduler=sched,
+        has_loss_params=has, maximize=p.info.objective_mode == "max", objective=p.info.objective,
+        curves=curves_wanted(c, multirun), on_epoch=(on_epoch or {}).get(num),
+    )
 
 
 __all__ = ["ENGINES", "chunks", "decode_members", "encode_members", "engine_settings", "run_jobs"]

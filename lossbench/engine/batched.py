@@ -210,6 +210,7 @@ class GroupTrainer:
         self.k = len(self.members)
         self._last_flush = time.monotonic()
         self._flush_cost = 0.0
+        self._stacked: dict[int, Any] = {}
         # where the group's time goes (seconds), for the closing line of the group
         self.timing: dict[str, float] = {"train": 0.0, "validate": 0.0, "test+record": 0.0}
 
@@ -406,7 +407,10 @@ class GroupTrainer:
     def _evaluate_all(self, model: StackedModel, xs: list[torch.Tensor], eval_batch: int, amp: Any) -> torch.Tensor:
         model.train(False)
         n = xs[0].shape[0]
-        data = self._stack_or_keep(xs)
+        key = id(xs)
+        if key not in self._stacked:  # each split is stacked once, not every epoch
+            self._stacked[key] = self._stack_or_keep(xs)
+        data = self._stacked[key]
         outs = []
         with torch.no_grad(), amp() if amp else _null():
             for start in range(0, n, eval_batch):
