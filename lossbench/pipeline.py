@@ -306,6 +306,19 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
+def skip_if_finished(result: RunResult, c: Mapping[str, Any], chash: str) -> bool:
+    """With ``tracking.skip_finished`` (the default), mark ``result`` SKIPPED when a run of
+    this config hash already FINISHED in its experiment; whichever engine would train it."""
+    if not c["tracking"].get("skip_finished", True):
+        return False
+    assert result.experiment_id is not None
+    done = tracking.find_finished(result.tracking_uri, result.experiment_id, chash)
+    if done:
+        result.status, result.run_id = "SKIPPED", done
+        result.message = f"already FINISHED as run {done} (tracking.skip_finished=false runs it again)"
+    return bool(done)
+
+
 def run_name(p: Prepared) -> str:
     return f"{p.label}-{p.data_name}-s{p.seed}"
 
@@ -415,12 +428,8 @@ def run(
     exp_id = tracking.ensure_experiment(uri, exp_name)
     result.experiment_id = exp_id
     chash = tracking.config_hash(c)
-    if c["tracking"].get("skip_finished", True):
-        done = tracking.find_finished(uri, exp_id, chash)
-        if done:
-            result.status, result.run_id = "SKIPPED", done
-            result.message = f"already FINISHED as run {done} (tracking.skip_finished=false runs it again)"
-            return result
+    if skip_if_finished(result, c, chash):
+        return result
 
     tags = run_tags(p, chash, sweep_id=sweep_id, overrides=overrides, extra_tags={S.TAG_ENGINE: "sequential", **(extra_tags or {})})
     params = run_params(p)

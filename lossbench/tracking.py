@@ -191,16 +191,21 @@ def end_run(
     from mlflow.entities import RunTag
 
     c = client(uri)
-    items = list(metrics)
-    tag_items = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+    log_metrics(uri, run_id, metrics, tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
+    if artifacts:
+        log_files(uri, run_id, artifacts)
+    c.set_terminated(run_id, status)
+
+
+def log_metrics(uri: str, run_id: str, metrics: Sequence[Any], *, tags: Sequence[Any] = ()) -> None:
+    """MLflow metrics (and tags, with the first batch) in as few batches as MLflow allows."""
+    items, tag_items = list(metrics), list(tags)
+    c = client(uri)
     for i in range(0, max(len(items), 1), 1000):  # MLflow's batch limit
         chunk = items[i : i + 1000]
         if chunk or tag_items:
             c.log_batch(run_id, metrics=chunk, tags=tag_items)
             tag_items = []
-    if artifacts:
-        log_files(uri, run_id, artifacts)
-    c.set_terminated(run_id, status)
 
 
 def log_files(uri: str, run_id: str, files: Mapping[str, Any]) -> None:
@@ -263,6 +268,7 @@ __all__ = [
     "git_commit",
     "log_dict",
     "log_files",
+    "log_metrics",
     "log_figure",
     "log_text",
     "start_run",

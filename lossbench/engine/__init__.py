@@ -85,7 +85,7 @@ def run_jobs(
     """
     from .. import pipeline, tracking
     from ..errors import LossbenchError
-    from ..pipeline import RunResult, _sigterm_as_interrupt, prepare, run_name
+    from ..pipeline import RunResult, _sigterm_as_interrupt, prepare, run_name, skip_if_finished
     from ..sweep import record_invalid_job
     from . import batched as B
 
@@ -111,15 +111,12 @@ def run_jobs(
             experiments[(uri, exp_name)] = tracking.ensure_experiment(uri, exp_name)
         exp_id = experiments[(uri, exp_name)]
         chash = tracking.config_hash(c)
-        if c["tracking"].get("skip_finished", True):
-            done = tracking.find_finished(uri, exp_id, chash)
-            if done:
-                r = RunResult("SKIPPED", run_name(p), run_id=done, experiment_id=exp_id, tracking_uri=uri,
-                              experiment_name=exp_name, objective=p.info.objective,
-                              message=f"already FINISHED as run {done} (tracking.skip_finished=false runs it again)")
-                results[num] = r
-                emit(num, r, overrides)
-                continue
+        r = RunResult("RUNNING", run_name(p), experiment_id=exp_id, tracking_uri=uri, experiment_name=exp_name,
+                      objective=p.info.objective)
+        if skip_if_finished(r, c, chash):
+            results[num] = r
+            emit(num, r, overrides)
+            continue
         reason = "engine=sequential" if engine == "sequential" else B.unsupported(p)
         if reason:
             alone.append((num, cfg, overrides, reason))

@@ -16,6 +16,7 @@ equal those of the same config trained alone, up to float rounding.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -30,7 +31,7 @@ import torch
 
 from .. import schema as S
 from .. import tracking
-from ..pipeline import Interrupted, Prepared, RunResult, RunStopped, record_finished, log_curves
+from ..pipeline import Interrupted, Prepared, RunResult, log_curves, record_finished
 from . import optim as O
 from .stacked import StackedModel, unsupported_reason
 
@@ -211,6 +212,7 @@ class GroupTrainer:
         self._last_flush = time.monotonic()
         self._flush_cost = 0.0
         self._stacked: dict[int, Any] = {}
+        self._best: dict[str, torch.Tensor] | None = None  # stacked state of each member's best epoch
         # where the group's time goes (seconds), for the closing line of the group
         self.timing: dict[str, float] = {"train": 0.0, "validate": 0.0, "test+record": 0.0}
 
@@ -241,19 +243,17 @@ class GroupTrainer:
         return torch.stack([d[start:stop] for d in data])
 
     # -------------------------------------------------------------- records
-    def _flush(self, force: bool = False) -> None:
+    def _flush(self) -> None:
         """Buffered per-epoch metrics to MLflow: at most every 2 s, and never more than
         a tenth of the time (K runs' writes cost K times one run's)."""
         now = time.monotonic()
-        if not force and now - self._last_flush < max(self.FLUSH_SECONDS, 10 * self._flush_cost):
+        if now - self._last_flush < max(self.FLUSH_SECONDS, 10 * self._flush_cost):
             return
         tic = time.monotonic()
         for m in self.members:
             metrics = self._pending(m)
             if metrics:
-                c = tracking.client(m.uri)
-                for i in range(0, len(metrics), 1000):
-                    c.log_batch(m.run_id, metrics=metrics[i : i + 1000])
+                tracking.log_metrics(m.uri, m.run_id, metrics)
         self._flush_cost = time.monotonic() - tic
         self._last_flush = time.monotonic()
 
@@ -324,7 +324,9 @@ class GroupTrainer:
         zero = torch.zeros((), device=dev)
         step = 0
         started = last_progress = time.monotonic()
-        amp = (lambda: torch.autocast(dev.type, dtype=self.autocast)) if self.autocast else None
+        def amp() -> Any:  # the autocast of the trainer's precision (bf16-mixed), or none
+            return torch.autocast(dev.type, dtype=self.autocast) if self.autocast else contextlib.nullcontext()
+
 
         with validation(False):
             for epoch in range(self.epochs):
@@ -345,7 +347,7 @@ class GroupTrainer:
                 for start in range(0, n_train, batch):
                     idx = order[:, start : start + batch]
                     xb, yb = self._take(x_train, idx), self._take(y_train, idx)
-                    with amp() if amp else _null():
+                    with amp():
                         out = model(xb)
                         losses = []
                         for i, m in enumerate(members):
@@ -412,7 +414,7 @@ class GroupTrainer:
             self._stacked[key] = self._stack_or_keep(xs)
         data = self._stacked[key]
         outs = []
-        with torch.no_grad(), amp() if amp else _null():
+        with torch.no_grad(), amp():
             for start in range(0, n, eval_batch):
                 outs.append(model(self._slice(data, start, start + eval_batch)))
         return torch.cat(outs, dim=1)
@@ -448,7 +450,7 @@ class GroupTrainer:
         if any(improved):
             mask = torch.tensor(improved, device=self.device)
             state = model.state()
-            if not hasattr(self, "_best"):
+            if self._best is None:
                 self._best = {n: t.clone() for n, t in state.items()}
             for n, t in state.items():
                 m_ = mask.view(-1, *([1] * (t.dim() - 1)))
@@ -472,7 +474,7 @@ class GroupTrainer:
         live = [m for m in self.members if m.alive]
         if not live:
             return
-        if hasattr(self, "_best"):
+        if self._best is not None:
             has_best = torch.tensor([m.best_epoch >= 0 for m in self.members], device=self.device)
             model.load_where(has_best, self._best)
         out = self._evaluate_all(model, x_test, eval_batch, amp)
@@ -509,16 +511,8 @@ def _adapt(kind: str, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor,
     return adapt(kind, out, y)
 
 
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *a: Any) -> None:
-        return None
-
-
 def new_group_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-__all__ = ["GroupTrainer", "Member", "compat_key", "describe", "device_of", "new_group_id", "unsupported", "RunStopped"]
+__all__ = ["GroupTrainer", "Member", "compat_key", "describe", "device_of", "new_group_id", "unsupported"]
