@@ -57,3 +57,40 @@ def compose(mlflow_uri, request) -> Callable[..., object]:
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+def _wait_until_training(uri: str, experiment: str, proc, n: int = 1, timeout: float = 240) -> list[str]:
+    """Poll the store until ``n`` runs are RUNNING and have logged their first epoch; their ids.
+
+    Reads the SQLite file read-only with sqlite3: an MLflow client here would run the
+    schema migration while the child is still creating the store, the very race that
+    corrupts fresh stores.
+    """
+    import sqlite3
+    import time
+
+    deadline = time.time() + timeout
+    db = Path(uri[len("sqlite:///") :])
+    query = (
+        "select distinct r.run_uuid from runs r join experiments e on r.experiment_id = e.experiment_id "
+        "join latest_metrics m on m.run_uuid = r.run_uuid "
+        "where e.name = ? and r.status = 'RUNNING' and m.key = 'train_loss'"
+    )
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        if db.exists():
+            try:
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+                    rows = [r[0] for r in con.execute(query, (experiment,)).fetchall()]
+                if len(rows) >= n:
+                    return rows
+            except sqlite3.Error:  # tables not created yet, or locked by the child
+                pass
+        time.sleep(0.5)
+    raise AssertionError("training never started")
+
+
+@pytest.fixture
+def wait_until_training() -> Callable[..., list[str]]:
+    """wait_until_training(uri, experiment, proc, n=1) -> the ids of n runs training in the child."""
+    return _wait_until_training

@@ -259,34 +259,9 @@ def test_a_single_run_with_engine_batched_is_a_group_of_one(tmp_path):
     assert "test metrics" in r.stdout
 
 
-def _wait_for_group(uri: str, experiment: str, proc: subprocess.Popen, n: int, timeout: float = 240) -> list[str]:
-    """Poll the store (read-only sqlite3) until n runs are RUNNING and have logged an epoch."""
-    import sqlite3
-    import time
-
-    deadline = time.time() + timeout
-    db = Path(uri[len("sqlite:///") :])
-    query = (
-        "select distinct r.run_uuid from runs r join experiments e on r.experiment_id = e.experiment_id "
-        "join latest_metrics m on m.run_uuid = r.run_uuid where e.name = ? and r.status = 'RUNNING' and m.key = 'train_loss'"
-    )
-    while time.time() < deadline:
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-        if db.exists():
-            try:
-                with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
-                    rows = [r[0] for r in con.execute(query, (experiment,)).fetchall()]
-                if len(rows) >= n:
-                    return rows
-            except sqlite3.Error:
-                pass
-        time.sleep(0.5)
-    raise AssertionError("the group never started training")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_interrupting_a_group_ends_every_member_killed(tmp_path, sig):
+def test_interrupting_a_group_ends_every_member_killed(tmp_path, sig, wait_until_training):
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "LOSSBENCH_DEBUG")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "lossbench", "-m", "loss=cross_entropy,focal,gce", "data=imbalanced",
@@ -295,7 +270,7 @@ def test_interrupting_a_group_ends_every_member_killed(tmp_path, sig):
     )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     try:
-        ids = _wait_for_group(uri, "interrupt", proc, 3)
+        ids = wait_until_training(uri, "interrupt", proc, n=3)
         os.killpg(proc.pid, sig)  # as a terminal's Ctrl-C reaches the whole foreground group
         _, err = proc.communicate(timeout=120)
     finally:

@@ -10,7 +10,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -88,36 +87,10 @@ def test_a_sweep_goes_on_past_failed_jobs_lists_them_and_exits_non_zero(tmp_path
 
 
 # ------------------------------------------------------------------ interruption
-def _wait_until_training(uri: str, experiment: str, proc: subprocess.Popen, timeout: float = 180) -> str:
-    """Poll the store until the run is RUNNING and has logged its first epoch.
-
-    Reads the SQLite file read-only with sqlite3: an MLflow client here would run the
-    schema migration while the child is still creating the store, the very race that
-    corrupts fresh stores.
-    """
-    deadline = time.time() + timeout
-    db = Path(uri[len("sqlite:///") :])
-    query = (
-        "select r.run_uuid from runs r join experiments e on r.experiment_id = e.experiment_id "
-        "join latest_metrics m on m.run_uuid = r.run_uuid "
-        "where e.name = ? and r.status = 'RUNNING' and m.key = 'train_loss'"
-    )
-    while time.time() < deadline:
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-        if db.exists():
-            try:
-                with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
-                    row = con.execute(query, (experiment,)).fetchone()
-                if row:
-                    return row[0]
-            except sqlite3.Error:  # tables not created yet, or locked by the child
-                pass
-        time.sleep(0.5)
-    raise AssertionError("training never started")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_an_interrupted_run_is_recorded_killed_never_left_running(tmp_path, sig):
+def test_an_interrupted_run_is_recorded_killed_never_left_running(tmp_path, sig, wait_until_training):
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "LOSSBENCH_DEBUG")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "lossbench", "loss=cross_entropy", "data=imbalanced", "trainer.max_epochs=100000",
@@ -126,7 +99,7 @@ def test_an_interrupted_run_is_recorded_killed_never_left_running(tmp_path, sig)
     )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     try:
-        run_id = _wait_until_training(uri, "interrupt", proc)
+        run_id = wait_until_training(uri, "interrupt", proc)[0]
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=120)
     finally:
