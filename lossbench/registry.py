@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import math
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .constraints import BOOL, STRING, Constraint, Counts, Interval, ListOf, Options
 from .errors import LossbenchError, ParameterError, unknown_name
 
 TASKS = ("regression", "multiclass", "binary", "multilabel", "distribution")
@@ -67,32 +67,14 @@ class Search:
         return {"type": self.kind, "low": self.low, "high": self.high, "log": self.log}
 
 
-_TYPE_WORDS = {
-    "float": "a float",
-    "int": "an int",
-    "bool": "a bool",
-    "str": "a string",
-    "floats": "a list of floats",
-    "float_or_floats": "a float or a list of floats (one per class)",
-    "counts": "a list of class counts (non-negative numbers, one per class)",
-    "any": "a value",
-}
-
-
-def _fmt(x: float | None, default: str) -> str:
-    if x is None:
-        return default
-    if isinstance(x, float) and x.is_integer() and abs(x) < 1e15:
-        return str(int(x))
-    return str(x)
-
-
 @dataclass(frozen=True)
 class Param:
     """One hyperparameter of a loss: its default, type, valid range and search space.
 
-    ``closed`` says which ends of ``[low, high]`` are allowed: ``"both"``, ``"left"``
-    (``[low, high)``), ``"right"`` (``(low, high]``) or ``"neither"``.
+    ``type`` is one of ``float``, ``int``, ``bool``, ``str``, ``floats`` (a list),
+    ``float_or_floats`` (a scalar or one value per class), ``counts`` (class counts) or
+    ``any``. ``low``/``high``/``closed`` bound the numbers as in
+    :class:`~lossbench.constraints.Interval`; ``choices`` lists the allowed values instead.
     """
 
     name: str
@@ -107,84 +89,35 @@ class Param:
     check: Callable[[Any], Any] | None = None  # extra validation; returns the normalised value
 
     @property
-    def range_text(self) -> str:
+    def constraint(self) -> Constraint | None:
+        """What the value may be, in the vocabulary of :mod:`lossbench.constraints` (``None``: anything)."""
         if self.choices is not None:
-            return "one of " + ", ".join(repr(c) for c in self.choices)
-        if self.low is None and self.high is None:
-            return ""
-        left = "[" if self.closed in ("both", "left") and self.low is not None else "("
-        right = "]" if self.closed in ("both", "right") and self.high is not None else ")"
-        return f"in {left}{_fmt(self.low, '-inf')}, {_fmt(self.high, 'inf')}{right}"
+            return Options(*self.choices)
+        t = self.type
+        number = Interval(int if t == "int" else float, self.low, self.high, self.closed)
+        if t in ("float", "int"):
+            return number
+        if t in ("floats", "float_or_floats"):
+            return ListOf(number, scalar=t == "float_or_floats", per_class=t == "float_or_floats")
+        if t in ("bool", "str"):
+            return BOOL if t == "bool" else STRING
+        if t == "counts":
+            return Counts()
+        if t == "any":
+            return None
+        raise TypeError(f"unknown parameter type {t!r} of {self.name}")  # a spec bug, caught by the registry tests
 
     def describe(self) -> str:
-        """``"a float in (0, inf)"`` — the phrase used in error messages and listings."""
-        if self.choices is not None:
-            return self.range_text
-        words = _TYPE_WORDS.get(self.type, self.type)
-        rng = self.range_text
-        return f"{words} {rng}".strip()
-
-    def _in_range(self, v: float) -> bool:
-        if isinstance(v, float) and math.isnan(v):
-            return False
-        lo_ok = self.low is None or (v >= self.low if self.closed in ("both", "left") else v > self.low)
-        hi_ok = self.high is None or (v <= self.high if self.closed in ("both", "right") else v < self.high)
-        return lo_ok and hi_ok
+        """``"a float in (0, inf)"``: the phrase used in error messages and listings."""
+        c = self.constraint
+        return c.describe() if c is not None else "a value"
 
     def validate(self, loss: str, value: Any) -> Any:
         """Return the value converted to its type, or raise :class:`ParameterError`."""
-
-        def bad() -> ParameterError:
-            return ParameterError(
-                f"The '{self.name}' parameter of {loss} must be {self.describe()}. Got {value!r} instead."
-            )
-
-        if value is None:
-            if self.default is None:
-                return None
-            raise bad()
-        t = self.type
-        if t == "any":
-            out = value
-        elif t == "bool":
-            if not isinstance(value, bool):
-                raise bad()
-            out = value
-        elif t == "str":
-            if not isinstance(value, str):
-                raise bad()
-            out = value
-        elif t == "int":
-            if isinstance(value, bool) or not isinstance(value, int | float) or float(value) != int(value):
-                raise bad()
-            out = int(value)
-            if not self._in_range(out):
-                raise bad()
-        elif t == "float":
-            out = _as_float(value)
-            if out is None or not self._in_range(out):
-                raise bad()
-        elif t in ("floats", "counts", "float_or_floats"):
-            if t == "float_or_floats":
-                scalar = _as_float(value)
-                if scalar is not None:
-                    if not self._in_range(scalar):
-                        raise bad()
-                    out = scalar
-                    return self.check(out) if self.check else out
-            seq = _as_float_list(value)
-            if seq is None or len(seq) == 0:
-                raise bad()
-            if t == "counts":
-                if any(c < 0 or not math.isfinite(c) for c in seq) or sum(seq) <= 0:
-                    raise bad()
-            elif not all(self._in_range(x) for x in seq):
-                raise bad()
-            out = seq
-        else:  # pragma: no cover - a spec bug, caught by the registry tests
-            raise TypeError(f"unknown parameter type {t!r} for {loss}.{self.name}")
-        if self.choices is not None and out not in self.choices:
-            raise bad()
+        if value is None and self.default is None:
+            return None
+        c = self.constraint
+        out = value if c is None else c.check(self.name, value, owner=loss)
         return self.check(out) if self.check else out
 
     def as_dict(self) -> dict[str, Any]:
@@ -196,36 +129,6 @@ class Param:
             "search": self.search.as_dict() if self.search else None,
             "help": self.help,
         }
-
-
-def _as_float(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return float(value.item())
-    if isinstance(value, int | float):
-        return float(value)
-    return None
-
-
-def _as_float_list(value: Any) -> list[float] | None:
-    if isinstance(value, torch.Tensor):
-        return [float(x) for x in value.detach().flatten().tolist()]
-    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Sequence):
-        # OmegaConf ListConfig is a Sequence; numpy arrays go through tolist()
-        if hasattr(value, "tolist") and not isinstance(value, str | bytes):
-            value = value.tolist()
-            if not isinstance(value, list):
-                return None
-        else:
-            return None
-    out = []
-    for x in value:
-        f = _as_float(x)
-        if f is None:
-            return None
-        out.append(f)
-    return out
 
 
 # --------------------------------------------------------------------------- specs
