@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..constraints import Interval
 from ..errors import LossbenchError, ParameterError
 from ..registry import TASKS, Param, create_loss, loss_info, register_loss
 
@@ -21,7 +22,7 @@ _TERMS_FORMAT = (
     "a list of terms such as [{name: cross_entropy, weight: 1.0}, {name: focal, weight: 0.5, gamma: 2}], "
     "or a mapping from loss name to weight such as {cross_entropy: 1.0, focal: 0.5}"
 )
-_WEIGHT = Param("weight", 1.0, "float", low=0.0, help="the term's weight in the sum")
+_WEIGHT = Interval(float, 0)  # a term's weight in the sum
 
 
 def _bad_terms(value: Any, why: str) -> ParameterError:
@@ -61,7 +62,7 @@ def normalise_terms(value: Any) -> tuple[dict[str, Any], ...]:
         if not isinstance(name, str):
             raise _bad_terms(value, f"term {i} has the name {name!r}, not a string")
         label = _label(i, name)
-        weight = _WEIGHT.validate(label, fields.pop("weight", 1.0))
+        weight = _WEIGHT.check("weight", fields.pop("weight", 1.0), owner=label)
         nested = fields.pop("params", None) or {}
         if not isinstance(nested, Mapping):
             raise ParameterError(f"{label}: 'params' must be a mapping of {name}'s parameters, got {nested!r}.")
@@ -126,18 +127,16 @@ class ComboLoss(nn.Module):
         modules, weights, names = [], [], []
         for i, term in enumerate(normalise_terms(terms), start=1):
             name, params = term["name"], dict(term["params"])
-            label = _label(i, name)
+            hint = ""
             try:
                 spec = loss_info(name)
-                takes_counts = any(p.name == "class_counts" for p in spec.params)
-                if takes_counts and params.get("class_counts") is None and class_counts is not None:
+                if params.get("class_counts") is None and any(p.name == "class_counts" for p in spec.params):
                     params["class_counts"] = class_counts
+                if "class_counts" in spec.needs and params.get("class_counts") is None:  # create_loss refuses that
+                    hint = " Or give combo class_counts: it passes them to the terms that use them."
                 module = create_loss(name, reduction=reduction, **params)
             except LossbenchError as exc:
-                hint = ""
-                if "needs class_counts" in str(exc):
-                    hint = " Or give combo class_counts: it passes them to the terms that use them."
-                raise type(exc)(f"{label}: {exc}{hint}") from exc
+                raise type(exc)(f"{_label(i, name)}: {exc}{hint}") from exc
             modules.append(module)
             weights.append(float(term["weight"]))
             names.append(spec.name)
