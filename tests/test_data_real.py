@@ -86,7 +86,7 @@ def test_diabetes_outliers_only_in_train():
 
 
 def test_diabetes_bad_outlier_type():
-    with pytest.raises(DataError, match="y_gross, y_one_sided"):
+    with pytest.raises(DataError, match="data.outlier_type must be one of 'y_gross', 'y_one_sided'. Got 'x_leverage'"):
         Diabetes(outlier_type="x_leverage")
 
 
@@ -354,5 +354,5 @@ def test_csv_errors(tmp_path):
     _csv_error(tmp_path, "a,y\n1,0.5\n", "unsupported extension", name="t.xlsx")
     with pytest.raises(DataError, match="data.target is required"):
         TabularData(path="x.csv")
-    with pytest.raises(DataError, match="auto, regression, multiclass, binary"):
+    with pytest.raises(DataError, match="'auto', 'regression', 'multiclass', 'binary'"):
         TabularData(path="x.csv", target="y", task="ranking")

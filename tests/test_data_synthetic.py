@@ -115,12 +115,14 @@ def test_regression_normalisation_and_seeds():
 @pytest.mark.parametrize(
     "kw, message",
     [
-        ({"outlier_type": "gross"}, "y_gross, y_one_sided, heavy_tail, x_leverage"),
+        ({"outlier_type": "gross"}, "'y_gross', 'y_one_sided', 'heavy_tail', 'x_leverage'"),
+        ({"outlier_fraction": 0.5}, r"data.outlier_fraction must be a float in \[0, 0.5\). Got 0.5 instead."),
         ({"outlier_fraction": 0.6}, "outlier_fraction"),
         ({"outlier_fraction": -0.1}, "outlier_fraction"),
         ({"noise": -1.0}, "noise"),
-        ({"df": 0.0}, "df"),
-        ({"n_samples": 5}, "n_samples"),
+        ({"df": 0.0}, r"data.df must be a float in \(0, inf\). Got 0.0 instead."),
+        ({"n_samples": 5}, "data.n_samples must be an integer >= 10. Got 5 instead."),
+        ({"n_samples": True}, "n_samples"),
         ({"val_fraction": 0.6, "test_fraction": 0.5}, "val_fraction"),
     ],
 )
@@ -206,9 +208,10 @@ def test_imbalanced_two_classes_is_binary_and_seeds_differ():
 @pytest.mark.parametrize(
     "kw, message",
     [
-        ({"profile": "linear"}, "exp, step"),
-        ({"test_distribution": "uniform"}, "balanced, natural"),
-        ({"label_noise": 1.0}, "label_noise"),
+        ({"profile": "linear"}, "data.profile must be one of 'exp', 'step'. Got 'linear' instead."),
+        ({"test_distribution": "uniform"}, "'balanced', 'natural'"),
+        ({"val_distribution": "uniform"}, "data.val_distribution"),
+        ({"label_noise": 1.0}, r"data.label_noise must be a float in \[0, 1\). Got 1.0 instead."),
         ({"n_informative": 3}, "n_informative"),
         ({"n_max": 50, "imbalance_ratio": 100}, "smallest class"),
         ({"n_classes": 1}, "n_classes"),

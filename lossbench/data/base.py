@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..constraints import Constraint, Interval, Options
 from ..errors import DataError
 
 NORMALIZERS = ("standard", "robust", "minmax", "none")
@@ -118,9 +119,8 @@ class TensorBatches:
 
 
 def _fit_normalizer(x: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(shift, scale) such that (x - shift) / scale is normalised; per feature, dim 0 = samples."""
-    if kind not in NORMALIZERS:
-        raise DataError(f"normalize must be one of {', '.join(NORMALIZERS)}, got {kind!r}.")
+    """(shift, scale) such that (x - shift) / scale is normalised; per feature, dim 0 = samples.
+    ``kind`` is one of :data:`NORMALIZERS`, checked when the DataModule was built."""
     x = x.double()
     if kind == "none":
         return torch.zeros(x.shape[1:], dtype=x.dtype), torch.ones(x.shape[1:], dtype=x.dtype)
@@ -174,19 +174,11 @@ class TensorDataModule:
         normalize_target: str = "standard",
         eval_batch_size: int = 4096,
     ):
-        if normalize not in NORMALIZERS:
-            raise DataError(f"data.normalize must be one of {', '.join(NORMALIZERS)}, got {normalize!r}.")
-        if normalize_target not in NORMALIZERS:
-            raise DataError(
-                f"data.normalize_target must be one of {', '.join(NORMALIZERS)}, got {normalize_target!r}."
-            )
-        if int(batch_size) < 1:
-            raise DataError(f"data.batch_size must be a positive integer, got {batch_size!r}.")
-        self.batch_size = int(batch_size)
-        self.eval_batch_size = int(eval_batch_size)
+        self.batch_size = check_param("batch_size", batch_size, Interval(int, 1))
+        self.eval_batch_size = check_param("eval_batch_size", eval_batch_size, Interval(int, 1))
         self.seed = int(seed)
-        self.normalize = normalize
-        self.normalize_target = normalize_target
+        self.normalize = check_param("normalize", normalize, Options(*NORMALIZERS))
+        self.normalize_target = check_param("normalize_target", normalize_target, Options(*NORMALIZERS))
         self._tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
         self._info: DataInfo | None = None
         self._loaders: dict[str, TensorBatches] = {}
@@ -375,15 +367,14 @@ def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) 
 
 def check_split_fractions(val_fraction: float, test_fraction: float) -> tuple[float, float]:
     """Validate the val/test fractions of a random split; returns them as floats."""
-    for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not isinstance(value, (int, float)) or not 0.0 < float(value) < 1.0:
-            raise DataError(f"data.{key} must be a number in (0, 1), got {value!r}.")
-    if float(val_fraction) + float(test_fraction) >= 1.0:
+    val = check_param("val_fraction", val_fraction, Interval(float, 0, 1, "neither"))
+    test = check_param("test_fraction", test_fraction, Interval(float, 0, 1, "neither"))
+    if val + test >= 1.0:
         raise DataError(
             f"data.val_fraction + data.test_fraction must leave room for training data (sum < 1), "
             f"got {val_fraction!r} + {test_fraction!r}."
         )
-    return float(val_fraction), float(test_fraction)
+    return val, test
 
 
 def stratified_split_indices(
@@ -411,19 +402,6 @@ def stratified_split_indices(
     return train, val, test
 
 
-def check_number(key: str, value: Any, low: float, high: float = math.inf, low_open: bool = False) -> float:
-    """Validate a numeric parameter ``data.<key>`` in ``[low, high]`` (``(low, high]`` with ``low_open``)."""
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    v = float(value) if ok else math.nan
-    if not ok or not ((v > low) if low_open else (v >= low)) or not v <= high:
-        lo = "(" if low_open else "["
-        hi = "inf)" if high == math.inf else f"{high:g}]"
-        raise DataError(f"data.{key} must be a number in {lo}{low:g}, {hi}, got {value!r}.")
-    return v
-
-
-def check_int(key: str, value: Any, low: int) -> int:
-    """Validate an integer parameter ``data.<key> >= low``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < low:
-        raise DataError(f"data.{key} must be an integer >= {low}, got {value!r}.")
-    return int(value)
+def check_param(key: str, value: Any, constraint: Constraint) -> Any:
+    """``data.<key>`` checked against ``constraint``: its value in canonical form, or a :class:`DataError`."""
+    return constraint.check(f"data.{key}", value, error=DataError)

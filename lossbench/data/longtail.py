@@ -22,9 +22,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..constraints import Interval, Options
 from ..errors import DataError
 
 PROFILES = ("exp", "step")
+PROFILE = Options(*PROFILES)
+IMBALANCE_RATIO = Interval(float, 1)  # largest / smallest class; 1 is balanced
 
 
 def long_tail_counts(n_max: int, n_classes: int, imbalance_ratio: float, profile: str = "exp") -> list[int]:
@@ -33,15 +36,10 @@ def long_tail_counts(n_max: int, n_classes: int, imbalance_ratio: float, profile
     ``imbalance_ratio`` is largest / smallest class size (1 gives a balanced set). The counts
     are floored, so the realised ratio ``n_max / n_min`` can be slightly above the one asked for.
     """
-    if profile not in PROFILES:
-        raise DataError(f"profile must be one of {', '.join(PROFILES)}, got {profile!r}.")
-    if int(n_classes) < 2:
-        raise DataError(f"a long-tailed split needs at least 2 classes, got n_classes={n_classes!r}.")
-    if not float(imbalance_ratio) >= 1.0:
-        raise DataError(f"imbalance_ratio (largest / smallest class) must be >= 1, got {imbalance_ratio!r}.")
-    if int(n_max) < 1:
-        raise DataError(f"n_max (samples of the largest class) must be a positive integer, got {n_max!r}.")
-    n_max, n_classes, ratio = int(n_max), int(n_classes), float(imbalance_ratio)
+    PROFILE.check("profile", profile, error=DataError)
+    n_classes = Interval(int, 2).check("n_classes", n_classes, error=DataError)
+    ratio = IMBALANCE_RATIO.check("imbalance_ratio", imbalance_ratio, error=DataError)
+    n_max = Interval(int, 1).check("n_max", n_max, error=DataError)
     if n_max / ratio < 1.0 - 1e-9:
         raise DataError(
             f"n_max={n_max} with imbalance_ratio={ratio:g} leaves the smallest class with no sample; "

@@ -7,10 +7,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import DataError
-from .base import Splits, TensorDataModule, check_int, check_number, check_split_fractions, stratified_split_indices
-from .longtail import PROFILES, long_tail_counts, per_class_indices, sample_per_class
-from .synthetic import huber_outlier_fraction, inject_target_errors
+from ..constraints import Interval, Options
+from .base import Splits, TensorDataModule, check_param, check_split_fractions, stratified_split_indices
+from .longtail import IMBALANCE_RATIO, PROFILE, long_tail_counts, per_class_indices, sample_per_class
+from .synthetic import OUTLIER_FRACTION, huber_outlier_fraction, inject_target_errors
 
 TARGET_OUTLIER_TYPES = ("y_gross", "y_one_sided")
 
@@ -57,13 +57,11 @@ class DigitsLT(TensorDataModule):
         eval_batch_size: int = 4096,
     ):
         super().__init__(batch_size, seed, normalize, normalize_target, eval_batch_size)
-        if profile not in PROFILES:
-            raise DataError(f"data.profile must be one of {', '.join(PROFILES)}, got {profile!r}.")
-        self.profile = profile
-        self.imbalance_ratio = check_number("imbalance_ratio", imbalance_ratio, 1.0)
-        self.n_max = None if n_max is None else check_int("n_max", n_max, 1)
-        self.n_val_per_class = check_int("n_val_per_class", n_val_per_class, 1)
-        self.n_test_per_class = check_int("n_test_per_class", n_test_per_class, 1)
+        self.profile = check_param("profile", profile, PROFILE)
+        self.imbalance_ratio = check_param("imbalance_ratio", imbalance_ratio, IMBALANCE_RATIO)
+        self.n_max = None if n_max is None else check_param("n_max", n_max, Interval(int, 1))
+        self.n_val_per_class = check_param("n_val_per_class", n_val_per_class, Interval(int, 1))
+        self.n_test_per_class = check_param("n_test_per_class", n_test_per_class, Interval(int, 1))
         self.as_image = bool(as_image)
 
     def num_classes(self, s: Splits) -> int:
@@ -166,16 +164,9 @@ class Diabetes(TensorDataModule):
         eval_batch_size: int = 4096,
     ):
         super().__init__(batch_size, seed, normalize, normalize_target, eval_batch_size)
-        if outlier_type not in TARGET_OUTLIER_TYPES:
-            raise DataError(
-                f"data.outlier_type for diabetes must be one of {', '.join(TARGET_OUTLIER_TYPES)}, "
-                f"got {outlier_type!r}."
-            )
-        self.outlier_fraction = check_number("outlier_fraction", outlier_fraction, 0.0, 0.5)
-        if self.outlier_fraction >= 0.5:
-            raise DataError(f"data.outlier_fraction must be in [0, 0.5), got {outlier_fraction!r}.")
-        self.outlier_scale = check_number("outlier_scale", outlier_scale, 0.0)
-        self.outlier_type = outlier_type
+        self.outlier_type = check_param("outlier_type", outlier_type, Options(*TARGET_OUTLIER_TYPES))
+        self.outlier_fraction = check_param("outlier_fraction", outlier_fraction, OUTLIER_FRACTION)
+        self.outlier_scale = check_param("outlier_scale", outlier_scale, Interval(float, 0))
         self.val_fraction, self.test_fraction = check_split_fractions(val_fraction, test_fraction)
 
     def load(self) -> Splits:

@@ -13,11 +13,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..constraints import Interval, Options
 from ..errors import DataError
-from .base import Splits, TensorDataModule, check_int, check_number, check_split_fractions, split_indices
-from .longtail import PROFILES, long_tail_counts, sample_per_class, scaled_counts
+from .base import Splits, TensorDataModule, check_param, check_split_fractions, split_indices
+from .longtail import IMBALANCE_RATIO, PROFILE, long_tail_counts, sample_per_class, scaled_counts
 
 OUTLIER_TYPES = ("y_gross", "y_one_sided", "heavy_tail", "x_leverage")
+OUTLIER_FRACTION = Interval(float, 0, 0.5, "left")  # outliers are a minority
 TEST_DISTRIBUTIONS = ("balanced", "natural")
 OUTLIER_THRESHOLD = 3.5  # robust standard deviations beyond which a residual counts as an outlier
 MAD_TO_SD = 1.4826  # 1 / Phi^-1(3/4): MAD of a Gaussian times this is its standard deviation
@@ -142,22 +144,14 @@ class RegressionOutliers(TensorDataModule):
         eval_batch_size: int = 4096,
     ):
         super().__init__(batch_size, seed, normalize, normalize_target, eval_batch_size)
-        if outlier_type not in OUTLIER_TYPES:
-            raise DataError(
-                f"data.outlier_type must be one of {', '.join(OUTLIER_TYPES)}, got {outlier_type!r}."
-            )
-        self.outlier_fraction = check_number("outlier_fraction", outlier_fraction, 0.0, 0.5)
-        if self.outlier_fraction >= 0.5:
-            raise DataError(
-                f"data.outlier_fraction must be in [0, 0.5): outliers are a minority, got {outlier_fraction!r}."
-            )
-        self.outlier_type = outlier_type
-        self.n_samples = check_int("n_samples", n_samples, 10)
-        self.n_features = check_int("n_features", n_features, 1)
-        self.noise = check_number("noise", noise, 0.0)
+        self.outlier_type = check_param("outlier_type", outlier_type, Options(*OUTLIER_TYPES))
+        self.outlier_fraction = check_param("outlier_fraction", outlier_fraction, OUTLIER_FRACTION)
+        self.n_samples = check_param("n_samples", n_samples, Interval(int, 10))
+        self.n_features = check_param("n_features", n_features, Interval(int, 1))
+        self.noise = check_param("noise", noise, Interval(float, 0))
         self.nonlinear = bool(nonlinear)
-        self.outlier_scale = check_number("outlier_scale", outlier_scale, 0.0)
-        self.df = check_number("df", df, 0.0, low_open=True)
+        self.outlier_scale = check_param("outlier_scale", outlier_scale, Interval(float, 0))
+        self.df = check_param("df", df, Interval(float, 0, None, "neither"))
         self.val_fraction, self.test_fraction = check_split_fractions(val_fraction, test_fraction)
         self._coef: dict[str, np.ndarray | float] | None = None
 
@@ -294,27 +288,20 @@ class ImbalancedClassification(TensorDataModule):
         eval_batch_size: int = 4096,
     ):
         super().__init__(batch_size, seed, normalize, normalize_target, eval_batch_size)
-        self.n_classes = check_int("n_classes", n_classes, 2)
-        if profile not in PROFILES:
-            raise DataError(f"data.profile must be one of {', '.join(PROFILES)}, got {profile!r}.")
-        for key, value in (("test_distribution", test_distribution), ("val_distribution", val_distribution)):
-            if value not in TEST_DISTRIBUTIONS:
-                raise DataError(f"data.{key} must be one of {', '.join(TEST_DISTRIBUTIONS)}, got {value!r}.")
-        self.profile = profile
-        self.imbalance_ratio = check_number("imbalance_ratio", imbalance_ratio, 1.0)
-        self.n_max = check_int("n_max", n_max, 1)
-        self.n_features = check_int("n_features", n_features, 1)
-        self.n_informative = check_int("n_informative", n_informative, 1)
-        self.n_redundant = check_int("n_redundant", n_redundant, 0)
-        self.n_clusters_per_class = check_int("n_clusters_per_class", n_clusters_per_class, 1)
-        self.class_sep = check_number("class_sep", class_sep, 0.0)
-        self.label_noise = check_number("label_noise", label_noise, 0.0, 1.0)
-        if self.label_noise >= 1.0:
-            raise DataError(f"data.label_noise must be in [0, 1), got {label_noise!r}.")
-        self.test_distribution = test_distribution
-        self.val_distribution = val_distribution
-        self.n_test_per_class = check_int("n_test_per_class", n_test_per_class, 1)
-        self.n_val_per_class = check_int("n_val_per_class", n_val_per_class, 1)
+        self.n_classes = check_param("n_classes", n_classes, Interval(int, 2))
+        self.profile = check_param("profile", profile, PROFILE)
+        self.test_distribution = check_param("test_distribution", test_distribution, Options(*TEST_DISTRIBUTIONS))
+        self.val_distribution = check_param("val_distribution", val_distribution, Options(*TEST_DISTRIBUTIONS))
+        self.imbalance_ratio = check_param("imbalance_ratio", imbalance_ratio, IMBALANCE_RATIO)
+        self.n_max = check_param("n_max", n_max, Interval(int, 1))
+        self.n_features = check_param("n_features", n_features, Interval(int, 1))
+        self.n_informative = check_param("n_informative", n_informative, Interval(int, 1))
+        self.n_redundant = check_param("n_redundant", n_redundant, Interval(int, 0))
+        self.n_clusters_per_class = check_param("n_clusters_per_class", n_clusters_per_class, Interval(int, 1))
+        self.class_sep = check_param("class_sep", class_sep, Interval(float, 0))
+        self.label_noise = check_param("label_noise", label_noise, Interval(float, 0, 1, "left"))
+        self.n_test_per_class = check_param("n_test_per_class", n_test_per_class, Interval(int, 1))
+        self.n_val_per_class = check_param("n_val_per_class", n_val_per_class, Interval(int, 1))
         if self.n_informative + self.n_redundant > self.n_features:
             raise DataError(
                 f"data.n_informative + data.n_redundant ({self.n_informative} + {self.n_redundant}) must not "

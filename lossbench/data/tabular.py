@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..constraints import Interval, Options
 from ..errors import DataError, did_you_mean
-from .base import Splits, TensorDataModule, check_int, check_split_fractions, split_indices, stratified_split_indices
+from .base import Splits, TensorDataModule, check_param, check_split_fractions, split_indices, stratified_split_indices
 from .synthetic import huber_outlier_fraction
 
 TASKS = ("auto", "regression", "multiclass", "binary")
@@ -79,10 +80,8 @@ class TabularData(TensorDataModule):
             raise DataError("data.path is required: the CSV or Parquet file to read, e.g. data.path=my_table.csv.")
         if not target:
             raise DataError("data.target is required: the name of the column to predict, e.g. data.target=price.")
-        if task not in TASKS:
-            raise DataError(f"data.task must be one of {', '.join(TASKS)}, got {task!r}.")
-        if categorical not in ENCODINGS:
-            raise DataError(f"data.categorical must be one of {', '.join(ENCODINGS)}, got {categorical!r}.")
+        check_param("task", task, Options(*TASKS))
+        check_param("categorical", categorical, Options(*ENCODINGS))
         self.path = Path(str(path)).expanduser()
         if self.path.suffix.lower() not in READERS:
             raise DataError(
@@ -92,8 +91,8 @@ class TabularData(TensorDataModule):
         self.features = None if features is None else [str(f) for f in features]
         self.requested_task = task
         self.categorical = categorical
-        self.max_categories = check_int("max_categories", max_categories, 1)
-        self.max_auto_classes = check_int("max_auto_classes", max_auto_classes, 2)
+        self.max_categories = check_param("max_categories", max_categories, Interval(int, 1))
+        self.max_auto_classes = check_param("max_auto_classes", max_auto_classes, Interval(int, 2))
         self.val_fraction, self.test_fraction = check_split_fractions(val_fraction, test_fraction)
         self._n_classes = 0  # set by load() for classification
         if task != "auto":

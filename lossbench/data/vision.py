@@ -42,9 +42,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..constraints import Interval
 from ..errors import DataError
-from .base import Splits, TensorDataModule, _fit_normalizer, check_int, check_number
-from .longtail import PROFILES, long_tail_counts, per_class_indices, sample_per_class
+from .base import Splits, TensorDataModule, _fit_normalizer, check_param
+from .longtail import IMBALANCE_RATIO, PROFILE, long_tail_counts, per_class_indices, sample_per_class
 
 DEFAULT_DATA_DIR = "~/.cache/lossbench/data"
 DATA_DIR_ENV = "LOSSBENCH_DATA_DIR"
@@ -101,17 +102,16 @@ class LongTailedVision(TensorDataModule):
         eval_batch_size: int = 4096,
     ):
         super().__init__(batch_size, seed, normalize, normalize_target, eval_batch_size)
-        if profile not in PROFILES:
-            raise DataError(f"data.profile must be one of {', '.join(PROFILES)}, got {profile!r}.")
         self.data_dir = Path(os.path.expanduser(str(data_dir or default_data_dir())))
         self.download = bool(download)
-        self.profile = profile
-        self.imbalance_ratio = check_number("imbalance_ratio", imbalance_ratio, 1.0)
-        self.n_max = None if n_max is None else check_int("n_max", n_max, 1)
-        self.n_val_per_class = check_int(
-            "n_val_per_class", self.default_val_per_class if n_val_per_class is None else n_val_per_class, 1
-        )
-        self.n_test_per_class = None if n_test_per_class is None else check_int("n_test_per_class", n_test_per_class, 1)
+        self.profile = check_param("profile", profile, PROFILE)
+        self.imbalance_ratio = check_param("imbalance_ratio", imbalance_ratio, IMBALANCE_RATIO)
+        count = Interval(int, 1)
+        self.n_max = None if n_max is None else check_param("n_max", n_max, count)
+        n_val = self.default_val_per_class if n_val_per_class is None else n_val_per_class
+        self.n_val_per_class = check_param("n_val_per_class", n_val, count)
+        n_test = n_test_per_class
+        self.n_test_per_class = None if n_test is None else check_param("n_test_per_class", n_test, count)
 
     # ------------------------------------------------------------------ per dataset
     def _present(self) -> bool:
