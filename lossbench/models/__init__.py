@@ -1,5 +1,9 @@
-"""Networks and the LightningModule that trains them."""
+"""Networks and the LightningModule that trains them.
 
-from .networks import NETWORKS, MLP, LinearNet, ResNet18, ResNet32, SmallCNN, build_network
+A network is chosen by its config file, ``configs/model/<name>.yaml``, whose ``_target_``
+names its class here.
+"""
 
-__all__ = ["MLP", "NETWORKS", "LinearNet", "ResNet18", "ResNet32", "SmallCNN", "build_network"]
+from .networks import MLP, LinearNet, ResNet18, ResNet32, SmallCNN
+
+__all__ = ["MLP", "LinearNet", "ResNet18", "ResNet32", "SmallCNN"]

@@ -11,27 +11,17 @@ only, so ``torch.manual_seed`` makes the initial weights reproducible.
 from __future__ import annotations
 
 import math
-import numbers
 import urllib.error
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import DataError, LossbenchError, ParameterError, unknown_name
+from ..constraints import Interval, ListOf, Options
+from ..errors import DataError, LossbenchError
 
-__all__ = [
-    "MLP",
-    "NETWORKS",
-    "LinearNet",
-    "NormedLinear",
-    "ResNet18",
-    "ResNet32",
-    "SmallCNN",
-    "build_network",
-]
+__all__ = ["MLP", "LinearNet", "NormedLinear", "ResNet18", "ResNet32", "SmallCNN"]
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
@@ -41,16 +31,13 @@ SMALL_IMAGE_MAX_SIDE = 64
 
 
 # --------------------------------------------------------------------------- checks
+SIZE = Interval(int, 1)
+SIZES = ListOf(SIZE)
+DROPOUT = Interval(float, 0, 1, "left")
+
+
 def _shape(input_shape: Sequence[int], network: str) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(d) for d in input_shape)
-    except (TypeError, ValueError):
-        raise DataError(
-            f"model '{network}': input_shape must be a sequence of positive integers, got {input_shape!r}."
-        ) from None
-    if not shape or any(d < 1 for d in shape):
-        raise DataError(f"model '{network}': input_shape must be non-empty with positive sizes, got {shape}.")
-    return shape
+    return tuple(SIZES.check("input_shape", input_shape, owner=f"model '{network}'", error=DataError))
 
 
 def _image_shape(input_shape: Sequence[int], network: str) -> tuple[int, int, int]:
@@ -64,18 +51,7 @@ def _image_shape(input_shape: Sequence[int], network: str) -> tuple[int, int, in
 
 
 def _num_outputs(num_outputs: int, network: str) -> int:
-    if isinstance(num_outputs, bool) or not isinstance(num_outputs, numbers.Integral) or num_outputs < 1:
-        raise ParameterError(f"model '{network}': num_outputs must be a positive integer, got {num_outputs!r}.")
-    return int(num_outputs)
-
-
-def _dropout(p: float, network: str) -> float:
-    p = float(p)
-    if not 0.0 <= p < 1.0:
-        raise ParameterError(
-            f"The 'dropout' parameter of model '{network}' must be a float in [0, 1). Got {p} instead."
-        )
-    return p
+    return SIZE.check("num_outputs", num_outputs, owner=f"model '{network}'")
 
 
 # --------------------------------------------------------------------------- flat models
@@ -116,18 +92,9 @@ class MLP(nn.Module):
         super().__init__()
         shape = _shape(input_shape, "mlp")
         out = _num_outputs(num_outputs, "mlp")
-        p = _dropout(dropout, "mlp")
-        if activation not in ACTIVATIONS:
-            raise ParameterError(
-                f"The 'activation' parameter of model 'mlp' must be one of {', '.join(ACTIVATIONS)}. "
-                f"Got {activation!r} instead."
-            )
-        widths = [int(h) for h in hidden]
-        if any(h < 1 for h in widths):
-            raise ParameterError(
-                f"The 'hidden' parameter of model 'mlp' must be a list of positive integers. "
-                f"Got {list(hidden)} instead."
-            )
+        p = DROPOUT.check("dropout", dropout, owner="model 'mlp'")
+        Options(*ACTIVATIONS).check("activation", activation, owner="model 'mlp'")
+        widths = ListOf(SIZE, empty=True).check("hidden", hidden, owner="model 'mlp'")
         layers: list[nn.Module] = [nn.Flatten(1)]
         width = math.prod(shape)
         for h in widths:
@@ -170,16 +137,9 @@ class SmallCNN(nn.Module):
         super().__init__()
         c, h, w = _image_shape(input_shape, "cnn")
         out = _num_outputs(num_outputs, "cnn")
-        p = _dropout(dropout, "cnn")
-        ch = [int(k) for k in channels]
-        if len(ch) != 2 or any(k < 1 for k in ch):
-            raise ParameterError(
-                f"The 'channels' parameter of model 'cnn' must be two positive integers. Got {list(channels)} instead."
-            )
-        if int(hidden) < 1:
-            raise ParameterError(
-                f"The 'hidden' parameter of model 'cnn' must be a positive integer. Got {hidden} instead."
-            )
+        p = DROPOUT.check("dropout", dropout, owner="model 'cnn'")
+        ch = ListOf(SIZE, length=2).check("channels", channels, owner="model 'cnn'")
+        hidden = SIZE.check("hidden", hidden, owner="model 'cnn'")
         if min(h, w) < 4:
             raise DataError(f"model 'cnn' needs images of at least 4x4 pixels, got {h}x{w}.")
 
@@ -195,10 +155,10 @@ class SmallCNN(nn.Module):
             ]
 
         self.features = nn.Sequential(*stage(c, ch[0]), *stage(ch[0], ch[1]), nn.AdaptiveAvgPool2d(4))
-        head: list[nn.Module] = [nn.Flatten(1), nn.Linear(ch[1] * 16, int(hidden)), nn.ReLU(inplace=True)]
+        head: list[nn.Module] = [nn.Flatten(1), nn.Linear(ch[1] * 16, hidden), nn.ReLU(inplace=True)]
         if p > 0:
             head.append(nn.Dropout(p))
-        head.append(nn.Linear(int(hidden), out))
+        head.append(nn.Linear(hidden, out))
         self.head = nn.Sequential(*head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -337,20 +297,3 @@ class ResNet18(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
-
-
-# --------------------------------------------------------------------------- lookup
-NETWORKS: Mapping[str, type[nn.Module]] = {
-    "linear": LinearNet,
-    "mlp": MLP,
-    "cnn": SmallCNN,
-    "resnet32": ResNet32,
-    "resnet18": ResNet18,
-}
-
-
-def build_network(name: str, input_shape: Sequence[int], num_outputs: int, **params: Any) -> nn.Module:
-    """Build the network registered as ``name`` (a key of :data:`NETWORKS`)."""
-    if name not in NETWORKS:
-        raise unknown_name("model", name, NETWORKS, hint="Pick one with model=<name>.")
-    return NETWORKS[name](input_shape, num_outputs, **params)
