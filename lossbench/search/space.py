@@ -14,10 +14,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..constraints import BOOL, Interval, Options
 from ..errors import LossbenchError, ParameterError
 
 LR_DIMENSION: dict[str, Any] = {"type": "float", "low": 1e-4, "high": 1e-1, "log": True}
 _TYPES = ("float", "int", "categorical")
+_FINITE = Interval(float, -math.inf, math.inf, "neither")
+_COUNT = Interval(int, 0)
 _EXAMPLE = "{type: float, low: 0.0, high: 5.0} or {type: categorical, choices: [a, b]}"
 
 
@@ -63,31 +66,20 @@ class SearchSettings:
         name = node.get("study_name")
         if not isinstance(name, str) or not name.strip():
             raise ParameterError(f"search.study_name must be a non-empty string, got {name!r}.")
-        prune = pruner.get("enabled", True)
-        tune_lr = node.get("tune_lr", False)
-        for key, value in (("search.pruner.enabled", prune), ("search.tune_lr", tune_lr)):
-            if not isinstance(value, bool):
-                raise ParameterError(f"{key} must be true or false, got {value!r}.")
         return cls(
             losses=tuple(dict.fromkeys(losses)),  # once each, in the order given
-            n_trials=_count("search.n_trials", node.get("n_trials"), minimum=1),
+            n_trials=Interval(int, 1).check("search.n_trials", node.get("n_trials")),
             storage=storage.strip(),
             study_name=name.strip(),
-            seed=_count("search.seed", node.get("seed", 0), minimum=0),
-            prune=prune,
-            n_startup_trials=_count("search.pruner.n_startup_trials", pruner.get("n_startup_trials", 5), minimum=0),
-            n_warmup_steps=_count("search.pruner.n_warmup_steps", pruner.get("n_warmup_steps", 0), minimum=0),
+            seed=_COUNT.check("search.seed", node.get("seed", 0)),
+            prune=BOOL.check("search.pruner.enabled", pruner.get("enabled", True)),
+            n_startup_trials=_COUNT.check("search.pruner.n_startup_trials", pruner.get("n_startup_trials", 5)),
+            n_warmup_steps=_COUNT.check("search.pruner.n_warmup_steps", pruner.get("n_warmup_steps", 0)),
             timeout=float(timeout) if timeout is not None else None,
-            tune_lr=tune_lr,
+            tune_lr=BOOL.check("search.tune_lr", node.get("tune_lr", False)),
             space=flatten_space(node.get("space") or {}),
-            batch_size=_count("search.batch_size", node.get("batch_size", 1), minimum=1),
+            batch_size=Interval(int, 1).check("search.batch_size", node.get("batch_size", 1)),
         )
-
-
-def _count(key: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ParameterError(f"{key} must be an integer >= {minimum}, got {value!r}.")
-    return value
 
 
 def flatten_space(node: Mapping[str, Any], prefix: str = "") -> dict[str, dict[str, Any]]:
@@ -106,10 +98,8 @@ def flatten_space(node: Mapping[str, Any], prefix: str = "") -> dict[str, dict[s
 
 def check_dimension(key: str, dim: Mapping[str, Any]) -> dict[str, Any]:
     """Validate one dimension; return it in its canonical form."""
-    where = f"The search dimension {key}"
-    kind = dim.get("type")
-    if kind not in _TYPES:
-        raise ParameterError(f"{where} has type {kind!r}; use one of {', '.join(_TYPES)}.")
+    where, owner = f"The search dimension {key}", f"the search dimension {key}"
+    kind = Options(*_TYPES).check("type", dim.get("type"), owner=owner)
     allowed = {"type", "choices"} if kind == "categorical" else {"type", "low", "high", "log"}
     extra = sorted(set(dim) - allowed)
     if extra:
@@ -124,20 +114,14 @@ def check_dimension(key: str, dim: Mapping[str, Any]) -> dict[str, Any]:
         if not all(c is None or isinstance(c, bool | int | float | str) for c in choices):
             raise ParameterError(f"{where}: choices must be numbers, strings, booleans or null, got {choices!r}.")
         return {"type": "categorical", "choices": choices}
-    low, high, log = dim.get("low"), dim.get("high"), dim.get("log", False)
-    number = int if kind == "int" else int | float
-    for name, v in (("low", low), ("high", high)):
-        if isinstance(v, bool) or not isinstance(v, number) or not math.isfinite(v):
-            what = "an integer" if kind == "int" else "a finite number"
-            raise ParameterError(f"{where} needs {name} as {what}, got {v!r}.")
-    if not isinstance(log, bool):
-        raise ParameterError(f"{where}: log must be true or false, got {log!r}.")
+    number = Interval(int) if kind == "int" else _FINITE
+    low, high = (number.check(name, dim.get(name), owner=owner) for name in ("low", "high"))
+    log = BOOL.check("log", dim.get("log", False), owner=owner)
     if low > high:
         raise ParameterError(f"{where} has low={low} above high={high}.")
     if log and low <= 0:
         raise ParameterError(f"{where} is log-scaled, so low must be > 0 (got {low}).")
-    cast = int if kind == "int" else float
-    return {"type": kind, "low": cast(low), "high": cast(high), "log": log}
+    return {"type": kind, "low": low, "high": high, "log": log}
 
 
 def distribution(dim: Mapping[str, Any]) -> Any:
