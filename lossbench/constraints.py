@@ -21,11 +21,6 @@ from typing import Any
 
 from .errors import LossbenchError, ParameterError
 
-__all__ = [
-    "BOOL", "STRING", "Constraint", "Counts", "InstanceOf", "Interval", "Invalid", "ListOf", "Options", "message",
-]
-
-
 class Invalid(Exception):
     """Raised by :meth:`Constraint.convert` for a value the constraint does not take."""
 
@@ -101,9 +96,7 @@ class Interval(Constraint):
         else:
             value = float(value)
         lo, hi = self.low, self.high
-        if math.isnan(value):
-            raise Invalid
-        if lo is not None and not (value >= lo if self._closed("left") else value > lo):
+        if math.isnan(value) or (lo is not None and not (value >= lo if self._closed("left") else value > lo)):
             raise Invalid
         if hi is not None and not (value <= hi if self._closed("right") else value < hi):
             raise Invalid
@@ -168,15 +161,7 @@ class ListOf(Constraint):
     taken as it is; ``per_class`` only adds "(one per class)" to the words.
     """
 
-    def __init__(
-        self,
-        item: Interval,
-        *,
-        length: int | None = None,
-        empty: bool = False,
-        scalar: bool = False,
-        per_class: bool = False,
-    ):
+    def __init__(self, item: Interval, *, length: int | None = None, empty=False, scalar=False, per_class=False):
         self.item, self.length, self.empty, self.scalar, self.per_class = item, length, empty, scalar, per_class
 
     def convert(self, value: Any) -> Any:

@@ -14,7 +14,7 @@ import contextlib
 import importlib
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -255,7 +255,7 @@ class Registry:
     # -- registration
     def add(self, spec: LossSpec) -> LossSpec:
         if spec.source == BUILTIN_SOURCE and self._source != BUILTIN_SOURCE:
-            spec = _replace(spec, source=self._source)
+            spec = replace(spec, source=self._source)
         for name in (spec.name, *spec.aliases):
             owner = self._specs.get(self._aliases.get(name, name))
             if owner is not None:
@@ -297,12 +297,6 @@ class Registry:
     def __contains__(self, name: str) -> bool:
         self._ensure_loaded()
         return name in self._specs or name in self._aliases
-
-
-def _replace(spec: LossSpec, **changes: Any) -> LossSpec:
-    from dataclasses import replace
-
-    return replace(spec, **changes)
 
 
 LOSSES = Registry("loss", builtin_module="lossbench.losses", entry_point_group=ENTRY_POINT_GROUP)
