@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -18,33 +17,16 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from .configs import CONFIG_DIR
-from .errors import LossbenchError, unknown_name
+from .errors import LossbenchError
 
 log = logging.getLogger("lossbench")
 
-# config groups a user picks by name on the command line
-_GROUPS = ("loss", "data", "model", "optimizer", "trainer", "scheduler", "experiment", "tracking")
-
-
-def _options(group: str) -> list[str]:
-    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
-
 
 def preflight(argv: list[str]) -> None:
-    """Check group choices (``loss=hubr``) before Hydra starts, with a did-you-mean."""
-    for arg in argv:
-        if arg.startswith("-") or "=" not in arg:
-            continue
-        key, _, value = arg.partition("=")
-        key = key.lstrip("+~")
-        if key not in _GROUPS or not value:
-            continue
-        choices = _options(key)
-        # sweeps: loss=mse,l1  or  loss=choice(mse,l1)
-        inner = value[value.find("(") + 1 : value.rfind(")")] if value.endswith(")") and "(" in value else value
-        for v in (x.strip() for x in inner.split(",")):
-            if v and v != "null" and v not in choices:
-                raise unknown_name(key, v, choices, hint=f"The {key} configs live in {Path(CONFIG_DIR) / key}.")
+    """Check group choices (``loss=hubr``, ``loss=glob(hub*)``) before Hydra starts, with a did-you-mean."""
+    from .overrides import check_choices
+
+    check_choices(argv, CONFIG_DIR)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
@@ -236,11 +218,7 @@ def main() -> None:
     except LossbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    _app()
-    from .sweep import EXIT_STATUS
-
-    if EXIT_STATUS["code"]:
-        raise SystemExit(EXIT_STATUS["code"])
+    _app()  # a status other than 0 leaves as SystemExit: from the run, or from the sweep's summary
 
 
 if __name__ == "__main__":

@@ -19,9 +19,6 @@ from . import tracking
 
 log = logging.getLogger("lossbench")
 
-# set by the parent at the end of a sweep; read by the CLI for its exit status
-EXIT_STATUS = {"code": 0}
-
 
 def sweep_id_from_dir(sweep_dir: str) -> str:
     """A readable sweep id from Hydra's sweep directory (``multirun/2026-11-24/07-00-00``)."""
@@ -42,8 +39,9 @@ class SweepCallback(Callback):
         sid = sweep_id_from_dir(config.hydra.sweep.dir)
         runs = tracking.sweep_runs(uri, name, sid)
         summary = summarize(runs)
-        EXIT_STATUS["code"] = 1 if summary["error"] else 0
         log.info(format_summary(summary, sid, name, uri))
+        if summary["error"]:  # the command's exit status (Hydra passes a SystemExit from a callback on)
+            raise SystemExit(1)
 
 
 def summarize(runs: list[Any]) -> dict[str, Any]:

@@ -76,3 +76,60 @@ def test_a_sweep_logs_every_job_with_one_sweep_id_and_summarises(tmp_path):
     runs = c.search_runs([c.get_experiment_by_name("sweep").experiment_id])
     assert sorted(r.data.tags[S.TAG_LOSS] for r in runs) == ["l1", "mse"]
     assert len({r.data.tags[S.TAG_SWEEP] for r in runs}) == 1
+
+
+# ---------------------------------------------------------------------------- overrides, read by Hydra's parser
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-m", "loss=glob(*)"],
+        ["-m", "loss=glob([m*,l1],exclude=mae)", "data=glob(reg*)"],
+        ["-m", "loss=choice(mse,l1)", "seed=range(0,3)", "optimizer.lr=0.01,0.1"],
+        ["-m", "loss=sort(mse,huber)", "data.outlier_fraction=range(0,0.3,0.1)"],
+        ["-m", "optimizer.lr=interval(0.001,0.1)", "hydra/sweeper=optuna"],  # an optimizing sweeper samples it
+        ["--cfg", "job", "~loss", "loss.delta=2", "+trainer.foo=[1,2]", "data.path=/tmp/data/a-b.csv"],
+    ],
+    ids=["glob", "glob-include-exclude", "choice-range-list", "sort-float-range", "interval-optuna", "flags-and-plain"],
+)
+def test_the_pre_flight_check_reads_every_sweep_syntax(args):
+    from lossbench.__main__ import preflight
+
+    preflight(args)  # no error
+
+
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (["-m", "loss=glob(xyz*)"], ["loss=glob(xyz*) matches none of: ", "huber"]),
+        (["-m", "loss=choice(mse,hubr)"], ["Unknown loss 'hubr'", "Did you mean 'huber'?"]),
+        (["-m", "loss=mse", "data=range(0,2)"], ["Unknown data '0'"]),
+        (["-m", "optimizer.lr=interval(0.001,0.1)"], ["cannot sample an interval", "choice(a,b,c)"]),
+        (["loss=choice(mse"], ["Cannot read the override 'loss=choice(mse'"]),
+    ],
+    ids=["glob-matches-nothing", "choice-typo", "range-on-a-group", "interval-basic-sweeper", "malformed"],
+)
+def test_the_pre_flight_check_names_the_mistake(args, words):
+    from lossbench.__main__ import preflight
+    from lossbench.errors import LossbenchError
+
+    with pytest.raises(LossbenchError) as e:
+        preflight(args)
+    assert "\n" not in str(e.value)
+    for w in words:
+        assert w in str(e.value)
+
+
+def test_a_sweep_by_glob_and_range_runs_each_job_and_a_bad_glob_exits_2(tmp_path):
+    r = lossbench(
+        "-m", "loss=glob([mse,l1])", "seed=range(0,2)", "data=regression_outliers", "data.n_samples=200",
+        "model=linear", "trainer.max_epochs=1", "tracking.experiment_name=globbed", cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    c = tracking.client(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = c.search_runs([c.get_experiment_by_name("globbed").experiment_id])
+    assert sorted((x.data.tags[S.TAG_LOSS], x.data.params["seed"]) for x in runs) == [
+        ("l1", "0"), ("l1", "1"), ("mse", "0"), ("mse", "1")
+    ]
+    bad = lossbench("-m", "loss=glob(hubr*)", "data=regression_outliers", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: loss=glob(hubr*) matches none of: ")
+    assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

@@ -1,0 +1,93 @@
+"""Command-line overrides read with Hydra's own parser, so every syntax Hydra takes works.
+
+``key=value``, ``+key=value``, ``~key``, comma lists, ``choice(...)``, ``range(...)``,
+``interval(...)``, ``glob(...)``, ``sort(...)``: :func:`parse` turns each into Hydra's
+:class:`~hydra.core.override_parser.types.Override`; :func:`names` lists the config names
+one picks from a group. Used by the pre-flight check of ``python -m lossbench`` and by
+the search, which reads ``loss=a,b`` itself.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import ParameterError, unknown_name
+
+# config groups a user picks by name on the command line
+GROUPS = ("loss", "data", "model", "optimizer", "trainer", "scheduler", "experiment", "tracking")
+
+
+@functools.cache
+def _parser() -> Any:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create()
+
+
+def is_override(arg: str) -> bool:
+    """Whether a command-line argument is an override (not a flag like ``-m`` or the ``job`` of ``--cfg job``)."""
+    return not arg.startswith("-") and ("=" in arg or arg.startswith("~"))
+
+
+def parse(arg: str) -> Any:
+    """One override as Hydra reads it; a malformed one is a :class:`LossbenchError` naming it."""
+    from hydra.errors import OverrideParseException
+
+    try:
+        return _parser().parse_overrides([arg])[0]
+    except OverrideParseException as exc:
+        reason = str(exc).splitlines()[0]
+        raise ParameterError(
+            f"Cannot read the override {arg!r} ({reason}). Write key=value, and quote a value with "
+            "special characters, e.g. key='a value'."
+        ) from None
+
+
+def key(arg: str) -> str:
+    """The config key or group an override sets (``loss.gamma`` for ``+loss.gamma=1``); '' for a flag."""
+    return parse(arg).key_or_group if is_override(arg) else ""
+
+
+def names(override: Any, options: Iterable[str]) -> list[str]:
+    """The names an override of a group or of a list of names picks: ``a``, ``[a,b]``, ``a,b``,
+    ``choice(a,b)``, ``range(...)``, ``glob(...)`` (matched against ``options``)."""
+    from hydra.core.override_parser.types import Glob
+
+    value = override.value()
+    what = override.input_line or override.key_or_group
+    if isinstance(value, Glob):
+        found = value.filter(sorted(options))
+        if not found:
+            raise ParameterError(f"{what} matches none of: {', '.join(sorted(options))}. Widen the pattern.")
+        return found
+    if override.is_interval_sweep():
+        raise ParameterError(f"{what} is a range of numbers; {override.key_or_group} takes names, like a,b or glob(a*).")
+    if override.is_discrete_sweep():
+        return list(override.sweep_string_iterator())
+    values = value if isinstance(value, list) else [value]
+    return [str(v) for v in values if v not in (None, "")]
+
+
+def check_choices(argv: Sequence[str], config_dir: str | Path) -> None:
+    """Refuse, before Hydra starts, an unknown name in a group override (``loss=hubr``,
+    ``loss=glob(xyz*)``) with a did-you-mean, and an interval that no sweeper here samples."""
+    parsed = [parse(arg) for arg in argv if is_override(arg)]
+    for o in parsed:
+        if o.is_interval_sweep() and not any(p.key_or_group == "hydra/sweeper" for p in parsed):
+            raise ParameterError(
+                f"{o.input_line}: Hydra's basic sweeper cannot sample an interval. List values instead "
+                f"({o.key_or_group}=choice(a,b,c) or range(start,stop,step)), or tune it with python -m lossbench.search."
+            )
+        if o.key_or_group not in GROUPS or o.is_delete():
+            continue
+        where = Path(config_dir) / o.key_or_group
+        options = sorted(p.stem for p in where.glob("*.yaml"))
+        for name in names(o, options):
+            if name not in options:
+                raise unknown_name(o.key_or_group, name, options, hint=f"The {o.key_or_group} configs live in {where}.")
+
+
+__all__ = ["GROUPS", "check_choices", "is_override", "key", "names", "parse"]
