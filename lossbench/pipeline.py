@@ -374,8 +374,7 @@ def curves_wanted(c: Mapping[str, Any], multirun: bool) -> bool:
 
 def record_finished(
     p: Prepared,
-    uri: str,
-    run_id: str,
+    run: tracking.Run,
     test_metrics: Mapping[str, float],
     per_class: list[dict[str, Any]],
     history: list[dict[str, float]],
@@ -386,15 +385,16 @@ def record_finished(
 ) -> None:
     """What every FINISHED run records after its test, whichever engine trained it.
 
-    ``metrics`` are MLflow metrics not yet written (the batched engine's last epochs and
-    its test metrics), sent in the same batch as the run's end.
+    ``metrics`` are MLflow metrics not yet written (the last epochs), sent with the test
+    metrics in the same batch as the run's end.
     """
     files: dict[str, Any] = {S.ARTIFACT_CONFIG: OmegaConf.to_yaml(OmegaConf.create(p.cfg))}
     if per_class:
         files[S.ARTIFACT_PER_CLASS] = per_class
     if curves:
-        log_curves(uri, run_id, history, objective)
-    tracking.end_run(uri, run_id, "FINISHED", metrics=metrics, artifacts=files)
+        log_curves(run, history, objective)
+    step = max((int(r["epoch"]) + 1 for r in history), default=0)  # the epochs trained, as both engines count
+    run.end("FINISHED", metrics=[*metrics, *tracking.metrics_at([(step, test_metrics)])], artifacts=files)
 
 
 def _progress_enabled(c: Mapping[str, Any], multirun: bool) -> bool:
@@ -433,42 +433,35 @@ def run(
 
     tags = run_tags(p, chash, sweep_id=sweep_id, overrides=overrides, extra_tags={S.TAG_ENGINE: "sequential", **(extra_tags or {})})
     params = run_params(p)
-    run_id = tracking.start_run(uri, exp_id, result.run_name, tags, params)
-    result.run_id = run_id
+    run = tracking.Run.start(uri, exp_id, result.run_name, tags, params)
+    result.run_id = run.run_id
     try:
-        _train(p, uri, run_id, result, multirun=multirun, quiet=quiet, callbacks=callbacks or [])
+        _train(p, run, result, multirun=multirun, quiet=quiet, callbacks=callbacks or [])
     except KeyboardInterrupt:
         if result.status == "RUNNING":  # interrupted outside fit (setup, test, logging)
             result.status = "KILLED"
-            tracking.end_run(uri, run_id, "KILLED")
+            run.end("KILLED")
         raise
     except BaseException:
         if result.status == "RUNNING":  # anything _train did not record
             result.status, result.failure = "FAILED", S.FAILURE_ERROR
-            tracking.log_text(uri, run_id, traceback.format_exc(), S.ARTIFACT_TRACEBACK)
-            tracking.end_run(uri, run_id, "FAILED", {S.TAG_FAILURE: S.FAILURE_ERROR})
+            run.end("FAILED", {S.TAG_FAILURE: S.FAILURE_ERROR}, artifacts={S.ARTIFACT_TRACEBACK: traceback.format_exc()})
         raise
     return result
 
 
 def _train(
-    p: Prepared, uri: str, run_id: str, result: RunResult, *, multirun: bool, quiet: bool, callbacks: list[Any]
+    p: Prepared, run: tracking.Run, result: RunResult, *, multirun: bool, quiet: bool, callbacks: list[Any]
 ) -> None:
     import pytorch_lightning as pl
-    from pytorch_lightning.loggers import MLFlowLogger
 
     from .losses import validation
     from .models.module import Diverged, LossbenchModule
 
     c = p.cfg
     module = LossbenchModule(p.net, p.loss, p.optimizer, p.info, p.kind, scheduler=p.scheduler)
+    module.sink = run.log_metrics  # the run is written by lossbench alone: Lightning has no logger to end it
     datamodule = lightning_datamodule(p.datamodule)
-    logger = MLFlowLogger(
-        experiment_name=str(c["tracking"]["experiment_name"]),
-        tracking_uri=uri,
-        run_id=run_id,
-        log_model=False,
-    )
     trainer_cfg = dict(c["trainer"])
     trainer_cfg.pop("enable_progress_bar", None)
     callbacks = list(callbacks)
@@ -479,7 +472,7 @@ def _train(
 
         callbacks.append(RichProgressBar(leave=False))
     trainer = pl.Trainer(
-        logger=logger,
+        logger=False,
         callbacks=callbacks,
         enable_progress_bar=progress,
         enable_model_summary=False,
@@ -498,31 +491,30 @@ def _train(
     except Diverged as exc:
         result.status, result.failure = "FAILED", S.FAILURE_DIVERGED
         result.message = str(exc)
-        tracking.end_run(uri, run_id, "FAILED", {S.TAG_FAILURE: S.FAILURE_DIVERGED, S.TAG_FAILURE_STEP: exc.step})
         if curves:
-            log_curves(uri, run_id, module.history, module.objective)
+            log_curves(run, module.history, module.objective)
+        run.end("FAILED", {S.TAG_FAILURE: S.FAILURE_DIVERGED, S.TAG_FAILURE_STEP: exc.step})
         return
     except RunStopped as exc:
         result.status, result.message = exc.status, str(exc)
         result.metrics = {S.METRIC_BEST_VAL: module.best_value} if math.isfinite(module.best_value) else {}
-        tracking.end_run(uri, run_id, exc.status, exc.tags)
         if curves:
-            log_curves(uri, run_id, module.history, module.objective)
+            log_curves(run, module.history, module.objective)
+        run.end(exc.status, exc.tags)
         return
     except (KeyboardInterrupt, SystemExit) as exc:
         if isinstance(exc, SystemExit) and trainer.state.status.value != "interrupted":
             raise
         result.status, result.message = "KILLED", "interrupted"
-        tracking.end_run(uri, run_id, "KILLED")
+        run.end("KILLED")
         raise Interrupted("interrupted") from None
     except Exception as exc:  # noqa: BLE001 - any other failure is recorded, then reported
         result.status, result.failure = "FAILED", S.FAILURE_ERROR
         result.message = f"{type(exc).__name__}: {exc}"
-        tracking.log_text(uri, run_id, traceback.format_exc(), S.ARTIFACT_TRACEBACK)
-        tracking.end_run(uri, run_id, "FAILED", {S.TAG_FAILURE: S.FAILURE_ERROR})
+        run.end("FAILED", {S.TAG_FAILURE: S.FAILURE_ERROR}, artifacts={S.ARTIFACT_TRACEBACK: traceback.format_exc()})
         return
     result.metrics = dict(module.test_metrics)
-    record_finished(p, uri, run_id, module.test_metrics, module.per_class, module.history, module.objective, curves=curves)
+    record_finished(p, run, module.test_metrics, module.per_class, module.history, module.objective, curves=curves)
     result.status = "FINISHED"
 
 
@@ -536,7 +528,7 @@ def _quiet_stdout(enabled: bool) -> Iterator[None]:
         yield
 
 
-def log_curves(uri: str, run_id: str, history: list[dict[str, float]], objective: str) -> None:
+def log_curves(run: tracking.Run, history: list[dict[str, float]], objective: str) -> None:
     """The per-run training-curves PNG (``tracking.curves``)."""
     if not history:
         return
@@ -556,5 +548,5 @@ def log_curves(uri: str, run_id: str, history: list[dict[str, float]], objective
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    tracking.log_figure(uri, run_id, fig, S.ARTIFACT_CURVES)
+    run.log_figure(fig, S.ARTIFACT_CURVES)
     plt.close(fig)

@@ -79,12 +79,15 @@ def record_invalid_job(cfg: DictConfig, sweep_id: str | None, overrides: str, ex
     exp_id = tracking.ensure_experiment(uri, str(cfg.tracking.experiment_name))
     loss = str(cfg.get("loss", {}).get("name", "?"))
     data = str(cfg.get("data", {}).get("name", "?"))
-    run_id = tracking.start_run(
+    run = tracking.Run.start(
         uri,
         exp_id,
         f"{loss}-{data}-s{cfg.get('seed', '?')}",
         {S.TAG_LOSS: loss, S.TAG_DATA: data, S.TAG_SWEEP: sweep_id, S.TAG_OVERRIDES: overrides},
         {},
     )
-    tracking.log_text(uri, run_id, f"{type(exc).__name__}: {exc}\n", S.ARTIFACT_TRACEBACK)
-    tracking.end_run(uri, run_id, "FAILED", {S.TAG_FAILURE: S.FAILURE_ERROR, "error_message": str(exc)[:4000]})
+    run.end(
+        "FAILED",
+        {S.TAG_FAILURE: S.FAILURE_ERROR, "error_message": str(exc)[:4000]},
+        artifacts={S.ARTIFACT_TRACEBACK: f"{type(exc).__name__}: {exc}\n"},
+    )

@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import subprocess
+import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -149,99 +150,93 @@ def find_finished(uri: str, experiment_id: str, chash: str) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
-def start_run(
-    uri: str,
-    experiment_id: str,
-    run_name: str,
-    tags: Mapping[str, Any],
-    params: Mapping[str, Any],
-) -> str:
-    """Create a RUNNING run with its tags and params; return its id."""
-    from mlflow.entities import Param
+def metrics_at(rows: Sequence[tuple[int, Mapping[str, float]]]) -> list[Any]:
+    """MLflow metrics from ``(step, {key: value})`` rows, all stamped now."""
+    from mlflow.entities import Metric
 
-    c = client(uri)
-    run = c.create_run(experiment_id, run_name=run_name, tags={k: str(v) for k, v in tags.items() if v is not None})
-    _ARTIFACT_URIS[run.info.run_id] = run.info.artifact_uri
-    items = [Param(k, _param_str(v)) for k, v in params.items()]
-    for i in range(0, len(items), 100):
-        c.log_batch(run.info.run_id, params=items[i : i + 100])
-    return run.info.run_id
+    now = int(time.time() * 1000)
+    return [Metric(k, float(v), now, int(step)) for step, row in rows for k, v in row.items()]
+
+
+class Run:
+    """One open MLflow run: created once, it logs metrics and artifacts, then ends with one status.
+
+    It holds its store's client and its artifact location, so no write looks either up
+    again. The first :meth:`end` wins: whoever ends a run later (a Ctrl-C handler after a
+    failure was recorded, say) leaves the recorded status alone.
+    """
+
+    def __init__(self, uri: str, run_id: str, artifact_uri: str | None = None) -> None:
+        self.uri, self.run_id, self.artifact_uri = uri, run_id, artifact_uri
+        self.status: str | None = None  # set by end()
+        self._client = client(uri)
+
+    @classmethod
+    def start(
+        cls, uri: str, experiment_id: str, name: str, tags: Mapping[str, Any], params: Mapping[str, Any]
+    ) -> Run:
+        """Create a RUNNING run with its tags and params."""
+        from mlflow.entities import Param
+
+        c = client(uri)
+        info = c.create_run(experiment_id, run_name=name, tags={k: str(v) for k, v in tags.items() if v is not None}).info
+        run = cls(uri, info.run_id, info.artifact_uri)
+        items = [Param(k, _param_str(v)) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow's batch limit for params
+            c.log_batch(run.run_id, params=items[i : i + 100])
+        return run
+
+    def log_metrics(self, metrics: Sequence[Any], *, tags: Mapping[str, Any] | None = None) -> None:
+        """MLflow metrics (and tags, with the first batch) in as few batches as MLflow allows."""
+        from mlflow.entities import RunTag
+
+        items, tag_items = list(metrics), [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+        for i in range(0, max(len(items), 1), 1000):  # MLflow's batch limit
+            chunk = items[i : i + 1000]
+            if chunk or tag_items:
+                self._client.log_batch(self.run_id, metrics=chunk, tags=tag_items)
+                tag_items = []
+
+    def log_files(self, files: Mapping[str, Any]) -> None:
+        """Small artifacts in one upload: text as is, anything else as JSON."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="lossbench-") as tmp:
+            for name, content in files.items():
+                text = content if isinstance(content, str) else json.dumps(content, indent=2, default=str)
+                (Path(tmp) / name).write_text(text)
+            if self.artifact_uri and self.artifact_uri.startswith(("file:", "/")):
+                # straight to the artifact folder: asking the tracking store where it is reads the whole run
+                from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+                get_artifact_repository(self.artifact_uri).log_artifacts(tmp)
+            else:
+                self._client.log_artifacts(self.run_id, tmp)
+
+    def log_figure(self, fig: Any, name: str) -> None:
+        self._client.log_figure(self.run_id, fig, name)
+
+    def end(
+        self,
+        status: str,
+        tags: Mapping[str, Any] | None = None,
+        *,
+        metrics: Sequence[Any] = (),
+        artifacts: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Its last metrics and tags in one batch, its artifacts in one upload, then its status."""
+        if self.status is not None:
+            return
+        self.log_metrics(metrics, tags=tags)
+        if artifacts:
+            self.log_files(artifacts)
+        self._client.set_terminated(self.run_id, status)
+        self.status = status
 
 
 def _param_str(v: Any) -> str:
     s = json.dumps(v) if isinstance(v, list | dict) else str(v)
     return s if len(s) <= 6000 else s[:5997] + "..."
-
-
-def end_run(
-    uri: str,
-    run_id: str,
-    status: str,
-    tags: Mapping[str, Any] | None = None,
-    *,
-    metrics: Sequence[Any] = (),
-    artifacts: Mapping[str, Any] | None = None,
-) -> None:
-    """End a run: its last metrics and tags in one batch, its artifacts in one upload, then its status.
-
-    ``artifacts`` maps a file name to its content: text is written as is, anything else
-    as JSON. Each MLflow write is a transaction of its own, so a run's last record costs
-    three of them, whatever it holds.
-    """
-    from mlflow.entities import RunTag
-
-    c = client(uri)
-    log_metrics(uri, run_id, metrics, tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
-    if artifacts:
-        log_files(uri, run_id, artifacts)
-    c.set_terminated(run_id, status)
-
-
-def log_metrics(uri: str, run_id: str, metrics: Sequence[Any], *, tags: Sequence[Any] = ()) -> None:
-    """MLflow metrics (and tags, with the first batch) in as few batches as MLflow allows."""
-    items, tag_items = list(metrics), list(tags)
-    c = client(uri)
-    for i in range(0, max(len(items), 1), 1000):  # MLflow's batch limit
-        chunk = items[i : i + 1000]
-        if chunk or tag_items:
-            c.log_batch(run_id, metrics=chunk, tags=tag_items)
-            tag_items = []
-
-
-def log_files(uri: str, run_id: str, files: Mapping[str, Any]) -> None:
-    """Several small artifacts in one upload (one artifact-store lookup, not one per file)."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="lossbench-") as tmp:
-        for name, content in files.items():
-            path = Path(tmp) / name
-            if isinstance(content, str):
-                path.write_text(content)
-            else:
-                path.write_text(json.dumps(content, indent=2, default=str))
-        known = _ARTIFACT_URIS.pop(run_id, None)
-        if known and known.startswith(("file:", "/")):  # straight to the run's artifact store: asking the tracking store for it reads the whole run
-            from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
-            get_artifact_repository(known).log_artifacts(tmp)
-        else:
-            client(uri).log_artifacts(run_id, tmp)
-
-
-# artifact locations of the runs this process created, so that their last upload needs no lookup
-_ARTIFACT_URIS: dict[str, str] = {}
-
-
-def log_text(uri: str, run_id: str, text: str, name: str) -> None:
-    client(uri).log_text(run_id, text, name)
-
-
-def log_dict(uri: str, run_id: str, obj: Any, name: str) -> None:
-    client(uri).log_dict(run_id, obj, name)
-
-
-def log_figure(uri: str, run_id: str, fig: Any, name: str) -> None:
-    client(uri).log_figure(run_id, fig, name)
 
 
 def ui_command(uri: str) -> str:
@@ -260,18 +255,14 @@ def sweep_runs(uri: str, experiment_name: str, sweep_id: str) -> list[Any]:
 
 
 __all__ = [
+    "Run",
+    "client",
     "config_hash",
-    "end_run",
     "ensure_experiment",
     "find_finished",
     "flatten",
     "git_commit",
-    "log_dict",
-    "log_files",
-    "log_metrics",
-    "log_figure",
-    "log_text",
-    "start_run",
+    "metrics_at",
     "sweep_runs",
     "ui_command",
 ]

@@ -100,9 +100,10 @@ def workdir(tmp_path_factory):
     d = tmp_path_factory.mktemp("bad_input")
     uri = f"sqlite:///{d / 'mlflow.db'}"
     exp = tracking.ensure_experiment(uri, "lossbench")
-    run_id = tracking.start_run(uri, exp, "precious", {"loss": "mse"}, {"seed": 0})
+    run = tracking.Run.start(uri, exp, "precious", {"loss": "mse"}, {"seed": 0})
+    run_id = run.run_id
     tracking.client(uri).log_metric(run_id, "test_rmse", 0.5)
-    tracking.end_run(uri, run_id, "FINISHED")
+    run.end("FINISHED")
     return d, uri, run_id
 
 

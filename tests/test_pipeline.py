@@ -52,6 +52,49 @@ def test_focal_on_imbalanced_logs_a_complete_run(compose, mlflow_uri):
     artifacts = {a.path for a in tracking.client(mlflow_uri).list_artifacts(r.run_id)}
     assert {S.ARTIFACT_CONFIG, S.ARTIFACT_PER_CLASS, S.ARTIFACT_CURVES} <= artifacts
 
+    assert [h.step for h in tracking.client(mlflow_uri).get_metric_history(r.run_id, "test_balanced_accuracy")] == [3]
+
+
+def test_only_lossbench_ends_a_run_not_lightning(compose, mlflow_uri):
+    """An interrupt after the test but before the record leaves the run KILLED: Lightning's
+    end of fit and test must not have marked it FINISHED without its test metrics."""
+    import pytorch_lightning as pl
+
+    cfg = compose("loss=mse", "data=regression_outliers", "data.n_samples=200", "tracking.skip_finished=false", *FAST)
+    exp = tracking.ensure_experiment(mlflow_uri, str(cfg.tracking.experiment_name))
+
+    def latest():
+        return tracking.client(mlflow_uri).search_runs([exp], order_by=["attributes.start_time DESC"], max_results=1)[0]
+
+    class InterruptAfterTest(pl.Callback):
+        seen: list[str] = []
+
+        def on_test_start(self, trainer, module):  # fit has ended: the run must still be open
+            self.seen.append(latest().info.status)
+
+        def on_test_end(self, trainer, module):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(cfg, callbacks=[InterruptAfterTest()])
+    runs = [latest()]
+    assert InterruptAfterTest.seen == ["RUNNING"]
+    assert runs[0].info.status == "KILLED"
+    assert "test_rmse" not in runs[0].data.metrics and "train_loss" in runs[0].data.metrics
+
+
+def test_a_run_ends_once_and_the_first_status_stays(mlflow_uri):
+    exp = tracking.ensure_experiment(mlflow_uri, "run-object")
+    run = tracking.Run.start(mlflow_uri, exp, "r", {"k": "v", "none": None}, {"a.b": 1, "long": "x" * 7000})
+    run.log_metrics(tracking.metrics_at([(0, {"m": 1.0}), (1, {"m": 0.5})]))
+    run.end("FAILED", {"why": "test"}, metrics=tracking.metrics_at([(2, {"m": 0.25})]), artifacts={"a.txt": "hi", "b.json": {"x": 1}})
+    run.end("FINISHED")  # a later end (say, a Ctrl-C handler) leaves the record alone
+    got = tracking.client(mlflow_uri).get_run(run.run_id)
+    assert got.info.status == "FAILED" and got.data.tags["why"] == "test" and "none" not in got.data.tags
+    assert got.data.params["a.b"] == "1" and got.data.params["long"].endswith("...") and len(got.data.params["long"]) == 6000
+    assert [(h.step, h.value) for h in tracking.client(mlflow_uri).get_metric_history(run.run_id, "m")] == [(0, 1.0), (1, 0.5), (2, 0.25)]
+    assert {a.path for a in tracking.client(mlflow_uri).list_artifacts(run.run_id)} == {"a.txt", "b.json"}
+
 
 def test_same_seed_same_metrics_other_seed_other_metrics(compose):
     base = ["loss=cross_entropy", "data=imbalanced", "data.n_max=100", "tracking.skip_finished=false", *FAST]

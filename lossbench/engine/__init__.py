@@ -142,7 +142,7 @@ def run_jobs(
                     ms.append(_open_member(p, num, overrides, chash, exp_id, gid, len(members), sweep_id, multirun, tags, on_epoch))
         except KeyboardInterrupt:  # Ctrl-C while the runs were being created: none is left RUNNING
             for m in ms:
-                tracking.end_run(m.uri, m.run_id, "KILLED")
+                m.run.end("KILLED")
             raise pipeline.Interrupted("interrupted") from None
         trainer = B.GroupTrainer(ms, group_id=gid)
         opened = time.monotonic() - opened
@@ -185,11 +185,12 @@ def _open_member(p: Any, num: int, overrides: str, chash: str, exp_id: str, gid:
     r = RunResult("RUNNING", run_name(p), experiment_id=exp_id, tracking_uri=uri,
                   experiment_name=str(c["tracking"]["experiment_name"]), objective=p.info.objective)
     extra = {**(tags or {}).get(num, {}), S.TAG_ENGINE: "batched", S.TAG_GROUP: gid, S.TAG_GROUP_SIZE: size}
-    r.run_id = tracking.start_run(uri, exp_id, r.run_name, run_tags(p, chash, sweep_id=sweep_id, overrides=overrides, extra_tags=extra), run_params(p))
+    run = tracking.Run.start(uri, exp_id, r.run_name, run_tags(p, chash, sweep_id=sweep_id, overrides=overrides, extra_tags=extra), run_params(p))
+    r.run_id = run.run_id
     _, lr, wd, _ = B._opt_parts(p)
     driver, sched, has = B._driver(p, p.loss, B.device_of(p))
     return B.Member(
-        p=p, result=r, run_id=r.run_id, uri=uri, lr=lr, weight_decay=wd, driver=driver, scheduler=sched,
+        p=p, result=r, run=run, lr=lr, weight_decay=wd, driver=driver, scheduler=sched,
         has_loss_params=has, maximize=p.info.objective_mode == "max", objective=p.info.objective,
         curves=curves_wanted(c, multirun), on_epoch=(on_epoch or {}).get(num),
     )

@@ -138,8 +138,7 @@ class Member:
 
     p: Prepared
     result: RunResult
-    run_id: str
-    uri: str
+    run: tracking.Run
     lr: float
     weight_decay: float
     driver: torch.optim.Optimizer | None  # carries the lr schedule and steps learnable loss parameters
@@ -253,7 +252,7 @@ class GroupTrainer:
         for m in self.members:
             metrics = self._pending(m)
             if metrics:
-                tracking.log_metrics(m.uri, m.run_id, metrics)
+                m.run.log_metrics(metrics)
         self._flush_cost = time.monotonic() - tic
         self._last_flush = time.monotonic()
 
@@ -261,7 +260,7 @@ class GroupTrainer:
     def _pending(m: Member) -> list[Any]:
         """Member m's per-epoch metrics not yet written, as MLflow metrics."""
         rows, m.unlogged = m.unlogged, []
-        return [_metric(k, v, step) for step, row in rows for k, v in row.items()]
+        return tracking.metrics_at(rows)
 
     def _end_member(
         self, m: Member, status: str, *, failure: str | None = None, message: str = "", step: int | None = None,
@@ -278,9 +277,9 @@ class GroupTrainer:
         if step is not None:
             tags[S.TAG_FAILURE_STEP] = step
         if m.curves and status != "KILLED":
-            log_curves(m.uri, m.run_id, m.history, m.objective)
+            log_curves(m.run, m.history, m.objective)
         files = {S.ARTIFACT_TRACEBACK: tb} if tb else None
-        tracking.end_run(m.uri, m.run_id, status, tags, metrics=self._pending(m), artifacts=files)
+        m.run.end(status, tags, metrics=self._pending(m), artifacts=files)
 
     def _fail(self, m: Member, exc: BaseException) -> None:
         self._end_member(m, "FAILED", failure=S.FAILURE_ERROR, message=f"{type(exc).__name__}: {exc}", tb=traceback.format_exc())
@@ -487,9 +486,8 @@ class GroupTrainer:
                 if math.isfinite(m.best_value):
                     m.test_metrics[S.METRIC_BEST_VAL] = m.best_value
                 m.per_class = per_class
-                pending = self._pending(m) + [_metric(k, v, self.epochs) for k, v in m.test_metrics.items()]
                 record_finished(
-                    m.p, m.uri, m.run_id, m.test_metrics, per_class, m.history, m.objective, curves=m.curves, metrics=pending
+                    m.p, m.run, m.test_metrics, per_class, m.history, m.objective, curves=m.curves, metrics=self._pending(m)
                 )
             except Exception as exc:  # noqa: BLE001
                 self._fail(m, exc)
@@ -497,12 +495,6 @@ class GroupTrainer:
             m.alive = False
             m.result.status = "FINISHED"
             m.result.metrics = dict(m.test_metrics)
-
-
-def _metric(key: str, value: float, step: int) -> Any:
-    from mlflow.entities import Metric
-
-    return Metric(key, float(value), int(time.time() * 1000), step)
 
 
 def _adapt(kind: str, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

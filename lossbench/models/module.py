@@ -60,6 +60,7 @@ class LossbenchModule(pl.LightningModule):
         self._epoch_row: dict[str, float] = {}  # this epoch's metrics, flushed at its end
         self._unlogged: list[tuple[int, dict[str, float]]] = []  # epochs not yet sent to MLflow
         self._last_flush = time.monotonic()
+        self.sink: Callable[[list[Any]], None] | None = None  # where per-epoch MLflow metrics go (Run.log_metrics)
         self.test_metrics: dict[str, float] = {}
         self.per_class: list[dict[str, Any]] = []
 
@@ -152,23 +153,13 @@ class LossbenchModule(pl.LightningModule):
             self.flush_metrics()
 
     def flush_metrics(self) -> None:
-        """Write the buffered per-epoch metrics to the logger (step = epoch), in one batch."""
+        """Write the buffered per-epoch metrics to ``sink`` (the MLflow run), in one batch."""
         rows, self._unlogged = self._unlogged, []
         self._last_flush = time.monotonic()
-        if not rows or self.logger is None:
-            return
-        client = getattr(self.logger, "experiment", None)
-        run_id = getattr(self.logger, "run_id", None)
-        if client is None or run_id is None or not hasattr(client, "log_batch"):
-            for step, row in rows:  # any other Lightning logger
-                self.logger.log_metrics(row, step=step)
-            return
-        from mlflow.entities import Metric
+        if rows and self.sink is not None:
+            from ..tracking import metrics_at
 
-        now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, step) for step, row in rows for k, v in row.items()]
-        for i in range(0, len(metrics), 1000):  # MLflow's batch limit
-            client.log_batch(run_id, metrics=metrics[i : i + 1000])
+            self.sink(metrics_at(rows))
 
     def on_train_end(self) -> None:
         self.flush_metrics()
@@ -184,5 +175,3 @@ class LossbenchModule(pl.LightningModule):
         if math.isfinite(self.best_value):
             self.test_metrics[METRIC_BEST_VAL] = self.best_value
         self.per_class = per_class
-        if self.logger is not None:
-            self.logger.log_metrics(self.test_metrics, step=max(int(self.current_epoch), 0))
