@@ -9,12 +9,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import optuna
 import pytest
 import pytorch_lightning as pl
-from optuna.storages import JournalStorage
+from optuna.storages import JournalStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
@@ -57,6 +58,13 @@ def search(mlflow_uri, tmp_path, request):
     _search.experiment = experiment
     _search.journal = journal
     return _search
+
+
+def retried(trial) -> int | None:
+    """The trial that ``trial`` runs again, as Optuna's retry callback records it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
 
 
 def load(journal: Path, name: str) -> optuna.Study:
@@ -335,7 +343,7 @@ def test_an_interrupted_trial_runs_again_and_does_not_use_the_budget(search, mlf
     t0, t1, t2 = study.get_trials()
     assert t0.state == TrialState.COMPLETE
     assert t1.state == TrialState.FAIL and t1.user_attrs["failure"] == "interrupted"
-    assert t2.state == TrialState.WAITING and t2.user_attrs["retry_of"] == 1
+    assert t2.state == TrialState.WAITING and retried(t2) == 1
     run = tracking.client(mlflow_uri).get_run(_run_of(mlflow_uri, search.experiment, 1))
     assert run.info.status == "KILLED"  # recorded by the pipeline as interrupted
     outcomes, _ = search("loss=huber", "search.n_trials=3")  # the same command again
@@ -358,7 +366,7 @@ def test_a_trial_left_running_by_a_killed_worker_runs_again(search, mlflow_uri):
     dead_worker = f"""
 import os, socket, optuna
 from mlflow import MlflowClient
-from optuna.storages import JournalStorage
+from optuna.storages import JournalStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
 study = optuna.load_study(study_name={name!r}, storage=JournalStorage(JournalFileBackend({str(search.journal)!r})))
 trial = study.ask({{"loss.delta": optuna.distributions.FloatDistribution(0.05, 10.0, log=True)}})
@@ -375,11 +383,45 @@ os._exit(0)
     again, lines = search("loss=huber", "search.n_trials=2")
     trials = load(search.journal, name).get_trials()
     assert trials[1].state == TrialState.FAIL
-    assert trials[2].user_attrs["retry_of"] == 1 and trials[2].params == stale.params
+    assert retried(trials[2]) == 1 and trials[2].params == stale.params
     assert trials[2].state == TrialState.COMPLETE and len(trials) == 3
     assert again[0].complete == 2 and [t.number for t in again[0].trials] == [2]
     assert any("left running by a stopped worker" in x for x in lines)
     assert tracking.client(mlflow_uri).get_run(orphan).info.status == "KILLED"
+
+
+def test_a_trial_whose_heartbeat_stopped_runs_again_on_a_database(search, mlflow_uri, tmp_path, monkeypatch):
+    from lossbench.search import study as study_module
+
+    db = f"sqlite:///{tmp_path / 'studies.db'}"
+    first, _ = search("loss=huber", "search.n_trials=1", f"search.storage={db}")
+    name = first[0].study_name
+    experiment_id = tracking.client(mlflow_uri).get_experiment_by_name(search.experiment).experiment_id
+    # a worker on another machine takes a trial, beats once, starts its run and dies: no pid to check
+    dead_worker = f"""
+import os, optuna
+from mlflow import MlflowClient
+storage = optuna.storages.RDBStorage({db!r}, heartbeat_interval=1)
+study = optuna.load_study(study_name={name!r}, storage=storage)
+trial = study.ask({{"loss.delta": optuna.distributions.FloatDistribution(0.05, 10.0, log=True)}})
+trial.set_user_attr("worker", {{"host": "another-machine", "pid": 1}})
+storage.record_heartbeat(trial._trial_id)
+MlflowClient({mlflow_uri!r}).create_run({experiment_id!r}, tags={{{S.TAG_STUDY!r}: {name!r}, {S.TAG_TRIAL!r}: "1"}})
+os._exit(0)
+"""
+    subprocess.run([sys.executable, "-W", "ignore", "-c", dead_worker], check=True, timeout=120)
+    # within the grace period the trial may still be alive: it holds its place in the budget
+    again, lines = search("loss=huber", "search.n_trials=2", f"search.storage={db}")
+    assert again[0].trials == [] and optuna.load_study(study_name=name, storage=db).trials[1].state == TrialState.RUNNING
+    monkeypatch.setattr(study_module, "GRACE_S", 2)
+    time.sleep(3.5)  # SQLite's clock has whole seconds
+    again, lines = search("loss=huber", "search.n_trials=2", f"search.storage={db}")
+    trials = optuna.load_study(study_name=name, storage=db).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    assert retried(trials[2]) == 1 and trials[2].params == trials[1].params
+    assert again[0].complete == 2 and [t.number for t in again[0].trials] == [2]
+    assert any("#1  was left running by a stopped worker" in x for x in lines)
+    assert tracking.client(mlflow_uri).get_run(_run_of(mlflow_uri, search.experiment, 1)).info.status == "KILLED"
 
 
 # ---------------------------------------------------------------------------- command line
@@ -490,7 +532,7 @@ def test_trials_trained_together_share_the_budget_and_run_again_after_ctrl_c(sea
     t0, t1, w0, w1 = load(search.journal, name).get_trials()
     assert t0.state == t1.state == TrialState.FAIL
     assert t0.user_attrs["failure"] == t1.user_attrs["failure"] == "interrupted"
-    assert (w0.state, w0.user_attrs["retry_of"], w1.user_attrs["retry_of"]) == (TrialState.WAITING, 0, 1)
+    assert (w0.state, retried(w0), retried(w1)) == (TrialState.WAITING, 0, 1)
     runs = runs_of(mlflow_uri, search.experiment)
     assert sorted((r.info.status, r.data.tags[S.TAG_ENGINE]) for r in runs) == [("KILLED", "batched")] * 2
     ctrl_c_loss["at"] = None

@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -27,39 +26,22 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from ..configs import CONFIG_DIR
-from ..errors import LossbenchError, unknown_name
-from .study import LossOutcome, listed_losses, loss_choices, normalize_overrides, run_search
+from ..errors import LossbenchError
+from .study import LossOutcome, normalize_overrides, run_search
 
-EXIT_STATUS = {"code": 0}
 _MULTIRUN = (
     "python -m lossbench.search runs its studies itself and takes no -m/--multirun. Name several "
     "losses with search.losses=[a,b]; for several data sets, run the command once per data set."
 )
 
 
-def _preflight(argv: Sequence[str]) -> list[str]:
-    """Refuse -m, turn ``loss=a,b`` into ``search.losses``, check the names before Hydra starts."""
-    from ..__main__ import preflight
-
-    if any(a in ("-m", "--multirun") or a.partition("=")[0].lstrip("+") == "hydra.mode" for a in argv):
-        raise LossbenchError(_MULTIRUN)
-    args = normalize_overrides(argv)
-    preflight(args)
-    for name in listed_losses(args):
-        if name not in loss_choices():
-            hint = f"The loss configs live in {Path(CONFIG_DIR) / 'loss'}."
-            raise unknown_name("loss", name, loss_choices(), hint=hint)
-    return args
-
-
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="search")
 def _app(cfg: DictConfig) -> None:
-    hc = HydraConfig.get()
-    if hc.mode == RunMode.MULTIRUN:
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
         print(f"error: {_MULTIRUN}", file=sys.stderr)
         raise SystemExit(2)
     try:
-        outcomes = run_search(list(hc.overrides.task))
+        outcomes = run_search(list(HydraConfig.get().overrides.task))
     except LossbenchError as exc:
         if os.environ.get("LOSSBENCH_DEBUG"):
             raise
@@ -73,7 +55,8 @@ def _app(cfg: DictConfig) -> None:
         )
         raise SystemExit(130) from None
     print_summary(outcomes, str(cfg.tracking.uri))
-    EXIT_STATUS["code"] = 1 if any(o.errors for o in outcomes) else 0
+    if any(o.errors for o in outcomes):  # a trial failed with an error (not a divergence)
+        raise SystemExit(1)
 
 
 def print_summary(outcomes: Sequence[LossOutcome], tracking_uri: str) -> None:
@@ -122,15 +105,19 @@ def print_summary(outcomes: Sequence[LossOutcome], tracking_uri: str) -> None:
 
 
 def main() -> None:
+    """Refuse -m, turn ``loss=a,b`` into ``search.losses``, check the names, then start Hydra."""
+    from ..__main__ import preflight
+
     try:
-        argv = _preflight(sys.argv[1:])
+        if any(a in ("-m", "--multirun") or a.partition("=")[0].lstrip("+") == "hydra.mode" for a in sys.argv[1:]):
+            raise LossbenchError(_MULTIRUN)
+        argv = normalize_overrides(sys.argv[1:])
+        preflight(argv)
     except LossbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     sys.argv = [sys.argv[0], *argv]
     _app()
-    if EXIT_STATUS["code"]:
-        raise SystemExit(EXIT_STATUS["code"])
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The Lightning callback that reports each epoch's validation objective to an Optuna trial."""
+"""The Lightning callback that puts a trial trained alone before Optuna's pruner after each validation epoch."""
 
 from __future__ import annotations
 
@@ -7,47 +7,28 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from .. import schema as _S
+from .. import schema as S
 from ..pipeline import RunStopped
-
-TAG_PRUNED = _S.TAG_PRUNED
-TAG_PRUNED_EPOCH = _S.TAG_PRUNED_EPOCH
 
 
 class OptunaPruning(pl.Callback):
-    """After every validation epoch, report ``monitor`` to ``trial`` and stop a hopeless run.
+    """After every validation epoch, hand the objective to ``judge`` (the search's ``_Judge``,
+    which reports it to the trial); stop a run it finds hopeless at the next epoch's start.
 
     The run ends through :class:`lossbench.pipeline.RunStopped`, so MLflow records it as
-    KILLED with the tag ``pruned=true``; the caller then tells Optuna the trial was pruned.
-    It stops at the start of the next epoch, once the epoch the pruner judged is logged;
-    a run judged hopeless after its last epoch has finished anyway and completes.
+    KILLED with the tag ``pruned=true``; a run judged after its last epoch completes anyway.
     """
 
-    def __init__(self, trial: Any, monitor: str):
-        self.trial = trial
-        self.monitor = monitor
-        self.pruned_epoch: int | None = None
-        self.reported: dict[int, float] = {}
+    def __init__(self, judge: Any):
+        self.judge = judge
         self._verdict: str | None = None
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        value = trainer.callback_metrics.get(self.monitor)
-        if value is None:
-            return
-        v = float(value)  # one host sync per epoch
-        if not math.isfinite(v):
-            return  # a diverging run stops on its own, as FAILED/diverged
-        epoch = int(trainer.current_epoch)
-        self.trial.report(v, epoch)
-        self.reported[epoch] = v
-        if self.trial.should_prune():
-            self.pruned_epoch = epoch
-            self._verdict = f"pruned by Optuna after epoch {epoch} ({self.monitor}={v:.4g})"
+        value = None if trainer.sanity_checking else trainer.callback_metrics.get(self.judge.monitor)
+        if value is not None and math.isfinite(v := float(value)):  # a diverging run stops on its own
+            self._verdict = self.judge(int(trainer.current_epoch), v)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._verdict is not None:
-            raise RunStopped(
-                self._verdict, status="KILLED", tags={TAG_PRUNED: "true", TAG_PRUNED_EPOCH: str(self.pruned_epoch)}
-            )
+            tags = {S.TAG_PRUNED: "true", S.TAG_PRUNED_EPOCH: str(self.judge.pruned_epoch)}
+            raise RunStopped(self._verdict, status="KILLED", tags=tags)

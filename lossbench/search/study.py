@@ -1,24 +1,27 @@
 """One Optuna study per loss, the same trial budget for each, every trial one MLflow run.
 
-The studies live in their own storage (a journal file by default), never in the MLflow
-database. A study's budget counts its complete, pruned and failed trials over every run
-of the command and every worker, so re-running the command continues a study up to
-``search.n_trials`` and several processes can share it. The budget check and the
-``ask`` happen under a file lock, so workers sharing a journal file (or SQLite file)
-never overshoot the budget. A trial stopped by Ctrl-C or SIGTERM, or left RUNNING by a
-worker of this machine that was killed, is re-queued with its parameters and does not
-count. The sampler of trial *n* is seeded from ``(search.seed, n)``: the same command
-proposes the same trials however many workers and restarts it took.
+The studies live apart from MLflow: a journal file by default, or a database. A study's
+budget counts its complete, pruned and failed trials over every run of the command and
+every worker, so re-running the command continues a study up to ``search.n_trials``.
+Workers sharing a study file count and ask under one file lock, so the budget is exact
+(on a database server a rare race may add a trial per extra worker). A trial stopped by
+Ctrl-C or SIGTERM, or left RUNNING by a worker that died, ends FAIL and is queued again
+with its parameters by Optuna's retry callback, and does not count. The sampler of trial
+*n* is seeded from ``(search.seed, n)``: the same command proposes the same trials however
+many workers and restarts it took. ``search.batch_size`` trials are asked for at once and
+trained as one stacked group, hence ask/tell rather than ``Study.optimize`` (one trial a call).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import os
 import socket
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -27,43 +30,33 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from .. import overrides as ov
 from .. import schema as S
 from .. import tracking
 from ..errors import LossbenchError, ParameterError, unknown_name
 from .space import SearchSettings, check_loss_keys, distribution, loss_space
 
-# MLflow names written by the search (the run tags TAG_STUDY/TAG_TRIAL are in lossbench.schema)
-TAG_BEST = S.TAG_BEST
-ARTIFACT_BEST = S.ARTIFACT_BEST
-
+TAG_BEST, ARTIFACT_BEST = S.TAG_BEST, S.ARTIFACT_BEST  # MLflow names (TAG_STUDY/TAG_TRIAL: lossbench.schema)
 # Optuna trial user attributes
 ATTR_RUN = "mlflow_run_id"
 ATTR_WORKER = "worker"  # {"host": ..., "pid": ...}
 ATTR_FAILURE = "failure"  # diverged | error | no_objective | interrupted | invalid
 ATTR_MESSAGE = "message"
-ATTR_RETRY_OF = "retry_of"  # on a re-queued trial: the number of the trial it replaces
 _UNCOUNTED = ("interrupted", "invalid")  # failures that did not use up a trial of the budget
-
 # Optuna study user attributes: what a study was created for, checked when it continues
-ATTR_LOSS = "lossbench_loss"
-ATTR_OBJECTIVE = "lossbench_objective"
-ATTR_SPACE = "lossbench_search_space"
-ATTR_CONFIG = "lossbench_config"
-
-# config keys that do not change what a trial computes
-_NOT_IDENTITY = ("trainer.enable_progress_bar", "tracking.skip_finished")
+ATTR_LOSS, ATTR_OBJECTIVE = "lossbench_loss", "lossbench_objective"
+ATTR_SPACE, ATTR_CONFIG = "lossbench_search_space", "lossbench_config"
+_NOT_IDENTITY = ("trainer.enable_progress_bar", "tracking.skip_finished")  # keys that change no result
+# on a database storage a running trial beats every HEARTBEAT_S; silent for GRACE_S, it is stale
+HEARTBEAT_S, GRACE_S = 20, 60
 
 Printer = Callable[[str], None]
-
-# (study, trial number) of the trials this process is running now; any other RUNNING trial it owns is stale
-_ACTIVE: set[tuple[str, int]] = set()
 
 
 def _print(line: str) -> None:
     print(line, flush=True)
 
 
-# ---------------------------------------------------------------------------- records
 @dataclass
 class TrialRecord:
     """One trial run by this process."""
@@ -128,39 +121,24 @@ class LossPlan:
     note: str = ""
 
 
-# ---------------------------------------------------------------------------- overrides
-def _is_sweep_value(value: str) -> bool:
-    return "," in value and not value.startswith(("[", "{", "'", '"')) and "(" not in value
-
-
-def _key(override: str) -> str:
-    key = override.partition("=")[0]
-    return key.lstrip("+~")
-
-
+# ---------------------------------------------------------------------------- config
 def normalize_overrides(args: Sequence[str]) -> list[str]:
-    """``loss=a,b`` and ``search.losses=a,b`` -> ``search.losses=[a,b]`` plus ``loss=a``.
+    """``loss=a,b`` (or ``choice``, ``glob``) and ``search.losses=a,b`` -> ``search.losses=[a,b]`` plus ``loss=a``.
 
-    A plain Hydra app refuses a comma list outside ``-m``; the search runs its losses
-    itself, so the shorthand is turned into the ``search.losses`` list here.
+    A plain Hydra app refuses a sweep outside ``-m``; the search runs its losses itself.
     """
     out: list[str] = []
     losses: list[str] | None = None
     loss_given = False
     for arg in args:
-        key, eq, value = arg.partition("=")
-        names: list[str] | None = None
-        if eq and key == "loss" and _is_sweep_value(value):
-            names = [v.strip() for v in value.split(",") if v.strip()]
-        elif eq and key.lstrip("+") == "search.losses":
-            names = _names(value)
-        if names is not None:
+        o = ov.parse(arg) if ov.is_override(arg) else None
+        key = o.key_or_group if o is not None else ""
+        if (key == "loss" and o.is_sweep_override()) or key == "search.losses":
             if losses is not None:
                 raise ParameterError("Name the losses once: either loss=a,b or search.losses=[a,b].")
-            losses = names
+            losses = ov.names(o, loss_choices())
             continue
-        if eq and key == "loss":
-            loss_given = True
+        loss_given = loss_given or key == "loss"
         out.append(arg)
     if losses:
         out.append(f"search.losses=[{','.join(losses)}]")
@@ -169,20 +147,10 @@ def normalize_overrides(args: Sequence[str]) -> list[str]:
     return out
 
 
-def _names(value: str) -> list[str]:
-    inner = value.strip()
-    if inner.startswith("[") and inner.endswith("]"):
-        inner = inner[1:-1]
-    return [v.strip().strip("'\"") for v in inner.split(",") if v.strip()]
-
-
 def listed_losses(overrides: Sequence[str]) -> list[str]:
     """The names in a ``search.losses=[a,b]`` override, if any."""
-    for o in overrides:
-        key, _, value = o.partition("=")
-        if key.lstrip("+") == "search.losses":
-            return _names(value)
-    return []
+    found = [a for a in overrides if ov.key(a) == "search.losses"]
+    return ov.names(ov.parse(found[0]), loss_choices()) if found else []
 
 
 def _override_value(v: Any) -> str:
@@ -215,15 +183,13 @@ def compose_config(overrides: Sequence[str], loss: str | None = None) -> tuple[D
 
     if loss is not None and loss not in loss_choices():
         raise unknown_name("loss", loss, loss_choices(), hint=f"The loss configs live in {Path(CONFIG_DIR) / 'loss'}.")
-    ov = [o for o in overrides if not (loss and _key(o) == "loss")]
-    if loss:
-        ov.append(f"loss={loss}")
+    picked = [o for o in overrides if not (loss and ov.key(o) == "loss")] + ([f"loss={loss}"] if loss else [])
     try:
         if GlobalHydra.instance().is_initialized():  # inside the Hydra app
-            cfg = compose(config_name="search", overrides=ov, return_hydra_config=True)
+            cfg = compose(config_name="search", overrides=picked, return_hydra_config=True)
         else:
             with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-                cfg = compose(config_name="search", overrides=ov, return_hydra_config=True)
+                cfg = compose(config_name="search", overrides=picked, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as exc:
         if loss is None:
             raise LossbenchError(f"Cannot compose the config: {exc}") from None
@@ -240,8 +206,7 @@ def compose_config(overrides: Sequence[str], loss: str | None = None) -> tuple[D
 def trial_config(cfg: DictConfig, params: Mapping[str, Any]) -> dict[str, Any]:
     """The training config of one trial: ``cfg`` without its ``search`` node, ``params`` set.
 
-    A loss parameter missing from the loss's config file (e.g. ``loss.adaptive``) is
-    added; ``create_loss`` validates it.
+    A loss parameter missing from the loss's config file (``loss.adaptive``) is added; ``create_loss`` checks it.
     """
     c = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
     if "search" in c:
@@ -253,12 +218,6 @@ def trial_config(cfg: DictConfig, params: Mapping[str, Any]) -> dict[str, Any]:
     out = OmegaConf.to_container(c, resolve=True)
     assert isinstance(out, dict)
     return out
-
-
-def _identity(base: Mapping[str, Any], space: Mapping[str, Any]) -> dict[str, Any]:
-    flat = tracking.flatten(base)
-    kept = {k: v for k, v in flat.items() if k not in space and k not in _NOT_IDENTITY}
-    return json.loads(json.dumps(kept, sort_keys=True, default=str))
 
 
 def _has_key(cfg: Mapping[str, Any], key: str) -> bool:
@@ -288,46 +247,41 @@ def make_plan(
     if prepared.variant:
         defaults = loss_info(loss).defaults
         fixed |= {f"loss.{k}" for k, v in prepared.loss_params.items() if v != defaults.get(k)}
-    full = loss_space(loss, settings)
-    space = loss_space(loss, settings, fixed=fixed)
+    full, space = loss_space(loss, settings), loss_space(loss, settings, fixed=fixed)
     for key in space:
         if not key.startswith("loss.") and not _has_key(base, key):
             raise ParameterError(
                 f"search.space.{key}: the config has no key '{key}'. Search keys of the training config, "
                 "like optimizer.lr or optimizer.weight_decay (print them with --cfg job)."
             )
-    note = ""
-    budget = settings.n_trials
-    if not space:  # the same config every time: one trial says all
-        budget = 1
-        held = f" (held fixed: {', '.join(sorted(full))})" if full else ""
-        note = f"no hyperparameters to tune{held}: 1 trial"
-    train_overrides = [f"loss={choice}"] + [
-        o for o in overrides if _key(o) != "loss" and not _key(o).startswith(("search.", "hydra."))
-    ]
+    held = f" (held fixed: {', '.join(sorted(full))})" if full else ""
+    flat = tracking.flatten(base)
+    identity = {k: v for k, v in flat.items() if k not in space and k not in _NOT_IDENTITY}
     return LossPlan(
         loss=choice,
         cfg=cfg,
         space=space,
         fixed=sorted(set(full) - set(space)),
-        budget=budget,
+        budget=settings.n_trials if space else 1,  # the same config every time: one trial says all
         objective=f"val_{prepared.info.objective}",
         direction="maximize" if prepared.info.objective_mode == "max" else "minimize",
         study_name=f"{settings.study_name}-{choice}",
-        overrides=train_overrides,
-        identity=_identity(base, space),
-        note=note,
+        overrides=[f"loss={choice}"]
+        + [o for o in overrides if ov.key(o) != "loss" and not ov.key(o).startswith(("search.", "hydra."))],
+        identity=json.loads(json.dumps(identity, sort_keys=True, default=str)),
+        note="" if space else f"no hyperparameters to tune{held}: 1 trial",
     )
 
 
 # ---------------------------------------------------------------------------- storage
 @dataclass
 class Storage:
-    """An Optuna storage and the lock file that makes its budget check atomic."""
+    """An Optuna storage, and the lock file that makes its budget check atomic where it is a file."""
 
     spec: str
     storage: Any
     lock_path: str | None
+    journal: bool = False
 
 
 def _sqlite_file(url: str) -> Path | None:
@@ -335,158 +289,136 @@ def _sqlite_file(url: str) -> Path | None:
 
 
 def open_storage(spec: str, tracking_uri: str) -> Storage:
-    """A journal file (the default; ``JournalFileBackend``) or an RDB URL (``RDBStorage``)."""
+    """A journal file (the default) or a database URL (``RDBStorage``, with heartbeats)."""
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     mlflow_db = _sqlite_file(tracking_uri)
-    if "://" in spec:
-        db = _sqlite_file(spec)
-        if spec == tracking_uri or (db is not None and mlflow_db is not None and db.resolve() == mlflow_db.resolve()):
-            raise ParameterError(
-                f"search.storage is the MLflow database ({spec}). Keep the Optuna studies apart: "
-                "drop search.storage for the default journal file, or name another database."
-            )
-        if db is not None:
-            db.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            storage = optuna.storages.RDBStorage(spec)
-        except Exception as exc:  # noqa: BLE001 - a bad URL or an unreachable database
-            raise LossbenchError(
-                f"Cannot open the Optuna storage {spec}: {type(exc).__name__}: {exc}. Fix search.storage "
-                "(a journal file path, or a database URL such as sqlite:///optuna.db)."
-            ) from None
-        return Storage(spec, storage, str(db) + ".budget" if db is not None else None)
-    path = Path(spec).expanduser()
-    if mlflow_db is not None and path.resolve() == mlflow_db.resolve():
-        raise ParameterError(f"search.storage is the MLflow database ({spec}). Name another file.")
-    if path.is_dir():
-        raise ParameterError(f"search.storage {spec} is a directory; name a file, like {path / 'studies.journal'}.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return Storage(spec, JournalStorage(JournalFileBackend(str(path))), str(path) + ".budget")
+    if "://" not in spec:
+        path = Path(spec).expanduser()
+        if mlflow_db is not None and path.resolve() == mlflow_db.resolve():
+            raise ParameterError(f"search.storage is the MLflow database ({spec}). Name another file.")
+        if path.is_dir():
+            raise ParameterError(f"search.storage {spec} is a directory; name a file, like {path / 'studies.journal'}.")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return Storage(spec, JournalStorage(JournalFileBackend(str(path))), str(path) + ".budget", journal=True)
+    db = _sqlite_file(spec)
+    if spec == tracking_uri or (db is not None and mlflow_db is not None and db.resolve() == mlflow_db.resolve()):
+        raise ParameterError(
+            f"search.storage is the MLflow database ({spec}). Keep the Optuna studies apart: "
+            "drop search.storage for the default journal file, or name another database."
+        )
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        storage = optuna.storages.RDBStorage(
+            spec, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S, heartbeat_stale_trial_callback=_retry
+        )
+    except Exception as exc:  # noqa: BLE001 - a bad URL or an unreachable database
+        raise LossbenchError(
+            f"Cannot open the Optuna storage {spec}: {type(exc).__name__}: {exc}. Fix search.storage "
+            "(a journal file path, or a database URL such as sqlite:///optuna.db)."
+        ) from None
+    return Storage(spec, storage, str(db) + ".budget" if db is not None else None)
 
 
 @contextlib.contextmanager
 def _budget_lock(path: str | None) -> Iterator[None]:
-    """Serialise "count the trials, then ask for one" across the processes sharing a study."""
-    if path is None:  # a server database: a rare race may add a trial per extra worker
-        yield
-        return
+    """Serialise "count the trials, then ask" across the processes sharing a study file."""
     from optuna.storages.journal import JournalFileOpenLock
 
-    lock = JournalFileOpenLock(path)
-    lock.acquire()
+    lock = JournalFileOpenLock(path) if path is not None else None
+    if lock is not None:
+        lock.acquire()
     try:
         yield
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
 
 
 def _sampler(seed: int, n: int) -> Any:
     import numpy as np
     import optuna
 
-    trial_seed = int(np.random.SeedSequence([seed, n]).generate_state(1)[0])
-    return optuna.samplers.TPESampler(seed=trial_seed)
-
-
-def _pruner(settings: SearchSettings) -> Any:
-    import optuna
-
-    if not settings.prune:
-        return optuna.pruners.NopPruner()
-    return optuna.pruners.MedianPruner(
-        n_startup_trials=settings.n_startup_trials, n_warmup_steps=settings.n_warmup_steps
-    )
+    return optuna.samplers.TPESampler(seed=int(np.random.SeedSequence([seed, n]).generate_state(1)[0]))
 
 
 def open_study(plan: LossPlan, settings: SearchSettings, storage: Storage) -> Any:
     """Create the loss's study, or load it and check it was run with the same config."""
     import optuna
 
+    pruner = (
+        optuna.pruners.MedianPruner(n_startup_trials=settings.n_startup_trials, n_warmup_steps=settings.n_warmup_steps)
+        if settings.prune
+        else optuna.pruners.NopPruner()
+    )
     try:
         study = optuna.create_study(
-            storage=storage.storage,
-            study_name=plan.study_name,
-            direction=plan.direction,
-            load_if_exists=True,
-            sampler=_sampler(settings.seed, 0),
-            pruner=_pruner(settings),
+            storage=storage.storage, study_name=plan.study_name, direction=plan.direction, load_if_exists=True,
+            sampler=_sampler(settings.seed, 0), pruner=pruner,
         )
-    except LossbenchError:
-        raise
     except Exception as exc:  # noqa: BLE001 - an unreadable journal, a database error
         raise LossbenchError(f"Cannot use the Optuna storage {storage.spec}: {type(exc).__name__}: {exc}") from None
+    where = f"The study '{plan.study_name}' in {storage.spec}"
     elsewhere = (
         "Continue it with the same settings, or start another study with "
         "search.study_name=<name> or search.storage=<file>."
     )
     if study.direction.name.lower() != plan.direction:
         raise LossbenchError(
-            f"The study '{plan.study_name}' in {storage.spec} was run to {study.direction.name.lower()} its "
-            f"objective, but {plan.objective} is to {plan.direction}. {elsewhere}"
+            f"{where} was run to {study.direction.name.lower()} its objective, but {plan.objective} is to "
+            f"{plan.direction}. {elsewhere}"
         )
     attrs = study.user_attrs
-    expected = {
-        ATTR_LOSS: plan.loss,
-        ATTR_OBJECTIVE: plan.objective,
-        ATTR_SPACE: json.loads(json.dumps(plan.space)),
-        ATTR_CONFIG: plan.identity,
-    }
+    space = json.loads(json.dumps(plan.space))
     if ATTR_CONFIG not in attrs:
-        for k, v in expected.items():
+        for k, v in {ATTR_LOSS: plan.loss, ATTR_OBJECTIVE: plan.objective, ATTR_SPACE: space, ATTR_CONFIG: plan.identity}.items():
             study.set_user_attr(k, v)
         return study
     if attrs.get(ATTR_LOSS) != plan.loss:
-        raise LossbenchError(
-            f"The study '{plan.study_name}' in {storage.spec} searched the loss {attrs.get(ATTR_LOSS)}, "
-            f"not {plan.loss}. {elsewhere}"
-        )
-    for what, old, new in (
-        ("search space", attrs.get(ATTR_SPACE) or {}, expected[ATTR_SPACE]),
-        ("config", attrs.get(ATTR_CONFIG) or {}, plan.identity),
-    ):
-        changes = _differences(old, new)
-        if changes:
+        raise LossbenchError(f"{where} searched the loss {attrs.get(ATTR_LOSS)}, not {plan.loss}. {elsewhere}")
+    for what, old, new in (("search space", attrs.get(ATTR_SPACE) or {}, space), ("config", attrs[ATTR_CONFIG], plan.identity)):
+        keys = [k for k in sorted(set(old) | set(new)) if old.get(k, "<unset>") != new.get(k, "<unset>")]
+        if keys:
+            changes = ", ".join(f"{k}: {old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}" for k in keys[:6])
+            changes += f" and {len(keys) - 6} more" if len(keys) > 6 else ""
             raise LossbenchError(
-                f"The study '{plan.study_name}' in {storage.spec} was run with another {what} ({changes}); "
-                f"its trials would not compare with new ones. {elsewhere}"
+                f"{where} was run with another {what} ({changes}); its trials would not compare with new ones. "
+                f"{elsewhere}"
             )
     return study
 
 
-def _differences(old: Mapping[str, Any], new: Mapping[str, Any], shown: int = 6) -> str:
-    """``"data.n_samples: 200 -> 300, ..."`` for the keys whose values differ."""
-    keys = [k for k in sorted(set(old) | set(new)) if old.get(k, "<unset>") != new.get(k, "<unset>")]
-    text = ", ".join(f"{k}: {old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}" for k in keys[:shown])
-    return text + (f" and {len(keys) - shown} more" if len(keys) > shown else "")
-
-
-# ---------------------------------------------------------------------------- budget
+# ---------------------------------------------------------------------------- budget and retries
 def _counts(trials: Sequence[Any]) -> dict[str, int]:
     """complete / pruned / failed (budget-using) / running / uncounted trials of a study."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
     from optuna.trial import TrialState
 
-    replaced = {t.user_attrs.get(ATTR_RETRY_OF) for t in trials} - {None}
-    out = {"complete": 0, "pruned": 0, "failed": 0, "running": 0, "uncounted": 0}
+    replaced = {n for t in trials for n in Retry.retry_history(t)}
+    out = dict.fromkeys(("complete", "pruned", "failed", "running", "uncounted"), 0)
     for t in trials:
-        if t.state == TrialState.COMPLETE:
-            out["complete"] += 1
-        elif t.state == TrialState.PRUNED:
-            out["pruned"] += 1
-        elif t.state == TrialState.RUNNING:
-            out["running"] += 1
-        elif t.state == TrialState.FAIL:
-            if t.number in replaced or t.user_attrs.get(ATTR_FAILURE) in _UNCOUNTED:
-                out["uncounted"] += 1
-            else:
-                out["failed"] += 1
+        if t.state == TrialState.FAIL:
+            uncounted = t.number in replaced or t.user_attrs.get(ATTR_FAILURE) in _UNCOUNTED
+            out["uncounted" if uncounted else "failed"] += 1
+        elif t.state.name.lower() in out:
+            out[t.state.name.lower()] += 1
     return out
 
 
 def _used(trials: Sequence[Any]) -> int:
     c = _counts(trials)
     return c["complete"] + c["pruned"] + c["failed"] + c["running"]
+
+
+def _retry(study: Any, trial: Any) -> None:
+    """Queue a failed trial's parameters again: Optuna's retry callback, without the failed run's attributes."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    trial = copy.copy(trial)
+    trial.user_attrs = {}
+    RetryHeartbeatStaleTrialCallback()(study, trial)
 
 
 def _worker() -> dict[str, Any]:
@@ -505,32 +437,30 @@ def _alive(pid: Any) -> bool:
     return True
 
 
-def _requeue_stale(study: Any, trials: Sequence[Any], printer: Printer, loss: str) -> list[int]:
-    """Fail and re-queue RUNNING trials whose worker, on this machine, no longer runs them.
+def _fail_stale(study: Any, storage: Storage, printer: Printer, loss: str) -> list[int]:
+    """Fail the trials that a dead worker left RUNNING and queue each again; return their numbers.
 
-    Returns their numbers. A worker on another machine cannot be checked: its trial stays
-    RUNNING (and counts).
+    Called between batches, under the budget lock, so no trial of this process is running.
     """
+    import optuna
     from optuna.trial import TrialState
 
-    me = _worker()
-    replaced = {t.user_attrs.get(ATTR_RETRY_OF) for t in trials} - {None}
-    found = []
-    for t in trials:
-        w = t.user_attrs.get(ATTR_WORKER) or {}
-        if t.state != TrialState.RUNNING or w.get("host") != me["host"]:
-            continue
-        if w.get("pid") == me["pid"]:
-            if (study.study_name, t.number) in _ACTIVE:
-                continue
-        elif _alive(w.get("pid")):
-            continue
-        study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
-        if t.number not in replaced:
-            study.enqueue_trial(dict(t.params), user_attrs={ATTR_RETRY_OF: t.number})
-        printer(f"{loss}  #{t.number}  was left running by a stopped worker (pid {w.get('pid')}); it runs again")
-        found.append(t.number)
-    return found
+    running = {t.number: t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING}
+    if not storage.journal:
+        optuna.storages.fail_stale_trials(study)  # by heartbeat; calls _retry for each
+    else:
+        # Optuna's JournalStorage has no heartbeat (it is not a BaseHeartbeat, up to Optuna 5),
+        # so on a journal file a trial is stale when its worker, on this machine, is gone.
+        me = _worker()
+        for t in running.values():
+            w = t.user_attrs.get(ATTR_WORKER) or {}
+            if w.get("host") == me["host"] and (w.get("pid") == me["pid"] or not _alive(w.get("pid"))):
+                _retry(study, study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True))
+    stale = [t.number for t in study.get_trials(deepcopy=False) if t.number in running and t.state == TrialState.FAIL]
+    for n in stale:
+        pid = (running[n].user_attrs.get(ATTR_WORKER) or {}).get("pid")
+        printer(f"{loss}  #{n}  was left running by a stopped worker (pid {pid}); it runs again")
+    return stale
 
 
 def _filter_value(s: str) -> str:
@@ -541,104 +471,15 @@ def _end_orphan_runs(uri: str, experiment_id: str, study_name: str, numbers: Seq
     """The MLflow runs that stale trials left RUNNING end as KILLED, like an interrupted run."""
     client = tracking.client(uri)
     for n in numbers:
-        runs = client.search_runs(
-            [experiment_id],
-            filter_string=(
-                f"tags.{S.TAG_STUDY} = {_filter_value(study_name)} and tags.{S.TAG_TRIAL} = '{n}' "
-                "and attributes.status = 'RUNNING'"
-            ),
-        )
-        for run in runs:
-            tracking.end_run(uri, run.info.run_id, "KILLED")
+        flt = f"tags.{S.TAG_STUDY} = {_filter_value(study_name)} and tags.{S.TAG_TRIAL} = '{n}'"
+        for run in client.search_runs([experiment_id], filter_string=f"{flt} and attributes.status = 'RUNNING'"):
+            client.set_terminated(run.info.run_id, "KILLED")
 
 
 # ---------------------------------------------------------------------------- trials
-def _run_trial(
-    study: Any,
-    trial: Any,
-    plan: LossPlan,
-    settings: SearchSettings,
-    printer: Printer,
-    extra_callbacks: Sequence[Any] = (),
-) -> TrialRecord:
-    from optuna.trial import TrialState
-
-    from .. import pipeline
-
-    params = dict(trial.params)
-    pruning = None
-    start = time.monotonic()
-    try:
-        cfg = trial_config(plan.cfg, params)
-        callbacks: list[Any] = list(extra_callbacks)
-        if settings.prune:
-            from .pruning import OptunaPruning
-
-            pruning = OptunaPruning(trial, plan.objective)
-            callbacks.append(pruning)
-        tags = {S.TAG_STUDY: study.study_name, S.TAG_TRIAL: trial.number}
-        overrides = " ".join([*plan.overrides, *(f"{k}={_override_value(v)}" for k, v in params.items())])
-        result = pipeline.run(cfg, callbacks=callbacks, extra_tags=tags, overrides=overrides, quiet=True)
-    except BaseException as exc:
-        interrupted = isinstance(exc, KeyboardInterrupt)
-        failure = "interrupted" if interrupted else "invalid" if isinstance(exc, LossbenchError) else S.FAILURE_ERROR
-        with contextlib.suppress(Exception):  # record what we can; the original error matters more
-            trial.set_user_attr(ATTR_FAILURE, failure)
-            trial.set_user_attr(ATTR_MESSAGE, f"{type(exc).__name__}: {exc}"[:1000])
-        with contextlib.suppress(Exception):
-            study.tell(trial, state=TrialState.FAIL)
-            if interrupted:  # the next run of the command runs these parameters again
-                study.enqueue_trial(params, user_attrs={ATTR_RETRY_OF: trial.number})
-        raise
-    finally:
-        _ACTIVE.discard((study.study_name, trial.number))
-    seconds = time.monotonic() - start
-    pruned = pruning.pruned_epoch if pruning is not None else None
-    reported = pruning.reported if pruning is not None else {}
-    return _finish_trial(study, trial, plan, params, result, pruned, reported, seconds, printer)
-
-
-def _finish_trial(
-    study: Any,
-    trial: Any,
-    plan: LossPlan,
-    params: Mapping[str, Any],
-    result: Any,
-    pruned_epoch: int | None,
-    reported: Mapping[int, float],
-    seconds: float,
-    printer: Printer,
-) -> TrialRecord:
-    """Tell Optuna how a trained trial ended, and print its line."""
-    from optuna.trial import TrialState
-
-    if result.run_id:
-        trial.set_user_attr(ATTR_RUN, result.run_id)
-    record = TrialRecord(trial.number, "FAIL", None, dict(params), result.run_id, seconds=seconds, message=result.message)
-    if result.status == "FINISHED":
-        value = result.metrics.get(S.METRIC_BEST_VAL)
-        if value is not None and math.isfinite(value):
-            study.tell(trial, float(value))
-            record.state, record.value = "COMPLETE", float(value)
-        else:
-            record.failure, record.message = "no_objective", f"no finite {plan.objective} in any epoch"
-    elif pruned_epoch is not None and result.status == "KILLED":
-        study.tell(trial, state=TrialState.PRUNED)
-        record.state = "PRUNED"
-        record.value = reported.get(pruned_epoch)
-    else:
-        record.failure = result.failure or result.status.lower()
-    if record.state == "FAIL":
-        trial.set_user_attr(ATTR_FAILURE, record.failure)
-        trial.set_user_attr(ATTR_MESSAGE, record.message[:1000])
-        study.tell(trial, state=TrialState.FAIL)
-    printer(_trial_line(plan, record))
-    return record
-
-
-class _EpochJudge:
-    """The pruner's verdict after each validation epoch of a trial trained in a group
-    (what :class:`~lossbench.search.pruning.OptunaPruning` does for a trial trained alone)."""
+class _Judge:
+    """The pruner's verdict on a trial after each validation epoch: the batched engine's ``on_epoch``,
+    and what :class:`~lossbench.search.pruning.OptunaPruning` asks for a trial trained alone."""
 
     def __init__(self, trial: Any, monitor: str):
         self.trial, self.monitor = trial, monitor
@@ -654,62 +495,73 @@ class _EpochJudge:
         return None
 
 
+def _train_overrides(plan: LossPlan, params: Mapping[str, Any]) -> list[str]:
+    return [*plan.overrides, *(f"{k}={_override_value(v)}" for k, v in params.items())]
+
+
 def _run_trials(
-    study: Any,
-    trials: Sequence[Any],
-    plan: LossPlan,
-    settings: SearchSettings,
-    printer: Printer,
-    extra_callbacks: Sequence[Any] = (),
+    study: Any, storage: Storage, trials: Sequence[Any], plan: LossPlan, settings: SearchSettings,
+    printer: Printer, extra_callbacks: Sequence[Any] = (),
 ) -> list[TrialRecord]:
-    """Train several trials of one study as one stacked group (``search.batch_size``)."""
+    """Train trials of one study: one by one on Lightning (``search.batch_size=1``, or with extra
+    Lightning callbacks), else as one stacked group; tell Optuna how each ended."""
+    from optuna.storages._heartbeat import get_heartbeat_thread
     from optuna.trial import TrialState
 
     from ..engine import run_jobs
 
-    jobs, tags, judges, callbacks, params_of = [], {}, {}, {}, {}
+    judges = {i: _Judge(t, plan.objective) for i, t in enumerate(trials) if settings.prune}
+
+    def alone(i: int) -> list[Any]:  # Lightning callbacks of a trial that trains alone
+        from .pruning import OptunaPruning
+
+        return [*extra_callbacks, *([OptunaPruning(judges[i])] if i in judges else [])]
+
     start = time.monotonic()
-
-    def alone(i: int) -> list[Any]:  # Lightning callbacks of a trial that cannot join the group
-        callbacks[i] = list(extra_callbacks)
-        if settings.prune:
-            from .pruning import OptunaPruning
-
-            callbacks[i].append(OptunaPruning(trials[i], plan.objective))
-        return callbacks[i]
-
     try:
-        for i, trial in enumerate(trials):
-            params = params_of[i] = dict(trial.params)
-            overrides = " ".join([*plan.overrides, *(f"{k}={_override_value(v)}" for k, v in params.items())])
-            jobs.append((i, trial_config(plan.cfg, params), overrides))
-            tags[i] = {S.TAG_STUDY: study.study_name, S.TAG_TRIAL: trial.number}
-            if settings.prune:
-                judges[i] = _EpochJudge(trial, plan.objective)
-        results = run_jobs(jobs, multirun=False, engine="batched", tags=tags, on_epoch=judges, callbacks=alone)
-    except BaseException as exc:
+        with contextlib.ExitStack() as beats:  # heartbeats, on a database storage
+            for t in trials:
+                beats.enter_context(get_heartbeat_thread(t._trial_id, storage.storage))
+            jobs = [(i, trial_config(plan.cfg, t.params), " ".join(_train_overrides(plan, t.params))) for i, t in enumerate(trials)]
+            tags = {i: {S.TAG_STUDY: study.study_name, S.TAG_TRIAL: t.number} for i, t in enumerate(trials)}
+            engine = "sequential" if settings.batch_size == 1 or extra_callbacks else "batched"
+            results = run_jobs(jobs, multirun=False, engine=engine, tags=tags, on_epoch=judges, callbacks=alone)
+    except BaseException as exc:  # none was told yet: each ends FAIL, and after Ctrl-C runs again
         interrupted = isinstance(exc, KeyboardInterrupt)
         failure = "interrupted" if interrupted else "invalid" if isinstance(exc, LossbenchError) else S.FAILURE_ERROR
-        for i, trial in enumerate(trials):  # none was told yet: each ends FAIL, and runs again after Ctrl-C
+        for t in trials:
             with contextlib.suppress(Exception):  # record what we can; the original error matters more
-                trial.set_user_attr(ATTR_FAILURE, failure)
-                trial.set_user_attr(ATTR_MESSAGE, f"{type(exc).__name__}: {exc}"[:1000])
+                t.set_user_attr(ATTR_FAILURE, failure)
+                t.set_user_attr(ATTR_MESSAGE, f"{type(exc).__name__}: {exc}"[:1000])
             with contextlib.suppress(Exception):
-                study.tell(trial, state=TrialState.FAIL)
+                frozen = study.tell(t, state=TrialState.FAIL)
                 if interrupted:
-                    study.enqueue_trial(params_of.get(i, dict(trial.params)), user_attrs={ATTR_RETRY_OF: trial.number})
+                    _retry(study, frozen)
         raise
-    finally:
-        for trial in trials:
-            _ACTIVE.discard((study.study_name, trial.number))
     seconds = (time.monotonic() - start) / max(1, len(trials))
     records = []
-    for i, trial in enumerate(trials):
-        judge = judges.get(i)
-        by_callback = next((c for c in callbacks.get(i, []) if hasattr(c, "pruned_epoch")), None)
-        pruned = judge.pruned_epoch if judge and judge.pruned_epoch is not None else getattr(by_callback, "pruned_epoch", None)
-        reported = (judge.reported if judge and judge.reported else getattr(by_callback, "reported", {})) or {}
-        records.append(_finish_trial(study, trial, plan, params_of[i], results[i], pruned, reported, seconds, printer))
+    for i, t in enumerate(trials):
+        result, judge = results[i], judges.get(i)
+        if result.run_id:
+            t.set_user_attr(ATTR_RUN, result.run_id)
+        r = TrialRecord(t.number, "FAIL", None, dict(t.params), result.run_id, seconds=seconds, message=result.message)
+        value = result.metrics.get(S.METRIC_BEST_VAL) if result.status == "FINISHED" else None
+        if value is not None and math.isfinite(value):
+            study.tell(t, float(value))
+            r.state, r.value = "COMPLETE", float(value)
+        elif result.status == "FINISHED":
+            r.failure, r.message = "no_objective", f"no finite {plan.objective} in any epoch"
+        elif judge is not None and judge.pruned_epoch is not None and result.status == "KILLED":
+            study.tell(t, state=TrialState.PRUNED)
+            r.state, r.value = "PRUNED", judge.reported.get(judge.pruned_epoch)
+        else:
+            r.failure = result.failure or result.status.lower()
+        if r.state == "FAIL":
+            t.set_user_attr(ATTR_FAILURE, r.failure)
+            t.set_user_attr(ATTR_MESSAGE, r.message[:1000])
+            study.tell(t, state=TrialState.FAIL)
+        printer(_trial_line(plan, r))
+        records.append(r)
     return records
 
 
@@ -732,19 +584,13 @@ def _trial_line(plan: LossPlan, r: TrialRecord) -> str:
 
 
 def search_loss(
-    plan: LossPlan,
-    settings: SearchSettings,
-    storage: Storage,
-    study: Any,
-    experiment_id: str,
-    *,
-    printer: Printer = _print,
-    callbacks: Sequence[Any] = (),
+    plan: LossPlan, settings: SearchSettings, storage: Storage, study: Any, experiment_id: str,
+    *, printer: Printer = _print, callbacks: Sequence[Any] = (),
 ) -> LossOutcome:
     """Run trials of one loss's study until its budget is used (or ``search.timeout``).
 
-    ``search.batch_size`` trials are asked for at once and trained as one stacked group;
-    with extra Lightning ``callbacks`` (an API for tests and tools) each trial trains alone.
+    ``search.batch_size`` trials are asked for at once; with extra Lightning ``callbacks``
+    (an API for tests and tools) one at a time.
     """
     dists = {k: distribution(v) for k, v in plan.space.items()}
     outcome = LossOutcome(
@@ -752,38 +598,28 @@ def search_loss(
         note=plan.note,
     )
     deadline = time.monotonic() + settings.timeout if settings.timeout else None
-    while True:
-        if deadline is not None and time.monotonic() >= deadline:
-            outcome.timed_out = True
-            break
+    while not (deadline is not None and time.monotonic() >= deadline):
         batch: list[Any] = []
         with _budget_lock(storage.lock_path):
+            stale = _fail_stale(study, storage, printer, plan.loss)
             trials = study.get_trials(deepcopy=False)
-            stale = _requeue_stale(study, trials, printer, plan.loss)
-            if stale:
-                trials = study.get_trials(deepcopy=False)
-            free = plan.budget - _used(trials)
-            for _ in range(max(0, min(1 if callbacks else settings.batch_size, free))):
+            for _ in range(max(0, min(1 if callbacks else settings.batch_size, plan.budget - _used(trials)))):
                 # reseeded per trial number: the same trials whatever the batch size or workers
                 study.sampler = _sampler(settings.seed, len(trials) + len(batch))
-                trial = study.ask(dists)
-                _ACTIVE.add((study.study_name, trial.number))
-                trial.set_user_attr(ATTR_WORKER, _worker())
-                batch.append(trial)
+                batch.append(study.ask(dists))
+                batch[-1].set_user_attr(ATTR_WORKER, _worker())
         if stale:
             _end_orphan_runs(str(plan.cfg.tracking.uri), experiment_id, plan.study_name, stale)
         if not batch:
             break
-        if settings.batch_size == 1 or callbacks:  # Lightning callbacks need a Lightning run each
-            outcome.trials.append(_run_trial(study, batch[0], plan, settings, printer, callbacks))
-        else:
-            outcome.trials.extend(_run_trials(study, batch, plan, settings, printer, callbacks))
+        outcome.trials.extend(_run_trials(study, storage, batch, plan, settings, printer, callbacks))
+    else:
+        outcome.timed_out = True
     return outcome  # counts and best: filled by run_search under the study's lock
 
 
 def _fill(outcome: LossOutcome, study: Any) -> None:
-    trials = study.get_trials(deepcopy=False)
-    c = _counts(trials)
+    c = _counts(study.get_trials(deepcopy=False))
     outcome.complete, outcome.pruned, outcome.failed = c["complete"], c["pruned"], c["failed"]
     if c["complete"]:
         best = study.best_trial
@@ -795,7 +631,6 @@ def _fill(outcome: LossOutcome, study: Any) -> None:
 
 def best_summary(outcome: LossOutcome, plan: LossPlan) -> dict[str, Any]:
     """What ``best_params.json`` holds: the best trial and how to train with its parameters."""
-    train = [*plan.overrides, *(f"{k}={_override_value(v)}" for k, v in outcome.best_params.items())]
     return {
         "loss": outcome.loss,
         "study": outcome.study_name,
@@ -806,13 +641,8 @@ def best_summary(outcome: LossOutcome, plan: LossPlan) -> dict[str, Any]:
         "best_params": outcome.best_params,
         "best_trial": outcome.best_trial,
         "mlflow_run_id": outcome.best_run_id,
-        "train_command": "python -m lossbench " + " ".join(train),
-        "trials": {
-            "complete": outcome.complete,
-            "pruned": outcome.pruned,
-            "failed": outcome.failed,
-            "budget": outcome.budget,
-        },
+        "train_command": "python -m lossbench " + " ".join(_train_overrides(plan, outcome.best_params)),
+        "trials": {"complete": outcome.complete, "pruned": outcome.pruned, "failed": outcome.failed, "budget": outcome.budget},
         "search_space": outcome.space,
         "fixed": outcome.fixed,
         "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -825,12 +655,8 @@ def record_best(outcome: LossOutcome, plan: LossPlan, uri: str, experiment_id: s
     Call it under the study's lock, with ``outcome`` filled from the study inside that lock.
     """
     client = tracking.client(uri)
-    tagged = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.{S.TAG_STUDY} = {_filter_value(outcome.study_name)} and tags.{TAG_BEST} = 'true'",
-        max_results=1000,
-    )
-    for run in tagged:
+    flt = f"tags.{S.TAG_STUDY} = {_filter_value(outcome.study_name)} and tags.{TAG_BEST} = 'true'"
+    for run in client.search_runs([experiment_id], filter_string=flt, max_results=1000):
         if run.info.run_id != outcome.best_run_id:
             client.delete_tag(run.info.run_id, TAG_BEST)
     if outcome.best_run_id:
@@ -848,7 +674,7 @@ def run_search(
     ``train``); ``printer`` gets one line per finished trial; ``callbacks`` are extra
     Lightning callbacks for every trial. Everything is checked (configs, spaces, storage,
     studies) before the first trial. Raises :class:`LossbenchError` for a user mistake; Ctrl-C propagates as
-    ``KeyboardInterrupt`` after the running trial is recorded and re-queued.
+    ``KeyboardInterrupt`` after the running trials are recorded and queued again.
     """
     import optuna
 
@@ -858,32 +684,32 @@ def run_search(
         if name not in loss_choices():
             raise unknown_name("loss", name, loss_choices(), hint="List them with `python -m lossbench.losses`.")
     first, first_choice = compose_config(overrides)
-    node = OmegaConf.to_container(first.search, resolve=True) if "search" in first else None
-    settings = SearchSettings.from_config(node)  # type: ignore[arg-type]
+    settings = SearchSettings.from_config(OmegaConf.to_container(first.search, resolve=True) if "search" in first else None)  # type: ignore[arg-type]
     choices = list(settings.losses) or [first_choice]
     cfgs = {c: first if c == first_choice else compose_config(overrides, c)[0] for c in choices}
     check_loss_keys(list(dict.fromkeys(str(c.loss.name) for c in cfgs.values())), settings)
-    command_line_keys = {_key(o) for o in overrides if "=" in o}
+    command_line_keys = {ov.key(o) for o in overrides} - {""}
     plans = [make_plan(cfgs[c], c, settings, command_line_keys, overrides) for c in choices]
     uri = str(plans[0].cfg.tracking.uri)
-    storage = open_storage(settings.storage, uri)
-    studies = [open_study(p, settings, storage) for p in plans]
-    experiment_id = tracking.ensure_experiment(uri, str(plans[0].cfg.tracking.experiment_name))
-    outcomes = []
-    for plan, study in zip(plans, studies, strict=True):
-        done = _used(study.get_trials(deepcopy=False))
-        searched = ", ".join(plan.space) or "nothing"
-        fixed = f"; held fixed: {', '.join(plan.fixed)}" if plan.fixed else ""
-        printer(
-            f"{plan.loss}: study '{plan.study_name}' in {storage.spec}, {min(done, plan.budget)}/{plan.budget} "
-            f"trials done; searching {searched}{fixed}"
-        )
-        outcome = search_loss(plan, settings, storage, study, experiment_id, printer=printer, callbacks=callbacks)
-        # Read the study as it stands now (every worker's trials in it) and move the best tag
-        # in one locked step: two workers ending together otherwise each tagged their own
-        # best, or one wrote a best it had read before the other's last trial finished.
-        with _budget_lock(storage.lock_path):
-            _fill(outcome, study)
-            record_best(outcome, plan, uri, experiment_id)
-        outcomes.append(outcome)
+    with warnings.catch_warnings():  # heartbeats and the retry callback are "experimental" in Optuna
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+        storage = open_storage(settings.storage, uri)
+        studies = [open_study(p, settings, storage) for p in plans]
+        experiment_id = tracking.ensure_experiment(uri, str(plans[0].cfg.tracking.experiment_name))
+        outcomes = []
+        for plan, study in zip(plans, studies, strict=True):
+            done = _used(study.get_trials(deepcopy=False))
+            fixed = f"; held fixed: {', '.join(plan.fixed)}" if plan.fixed else ""
+            printer(
+                f"{plan.loss}: study '{plan.study_name}' in {storage.spec}, {min(done, plan.budget)}/{plan.budget} "
+                f"trials done; searching {', '.join(plan.space) or 'nothing'}{fixed}"
+            )
+            outcome = search_loss(plan, settings, storage, study, experiment_id, printer=printer, callbacks=callbacks)
+            # Read the study as it stands now (every worker's trials in it) and move the best tag
+            # in one locked step: two workers ending together otherwise each tagged their own best.
+            with _budget_lock(storage.lock_path):
+                _fill(outcome, study)
+                record_best(outcome, plan, uri, experiment_id)
+            outcomes.append(outcome)
     return outcomes
