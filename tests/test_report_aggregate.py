@@ -15,16 +15,13 @@ import pytest
 from scipy import stats
 
 from lossbench.errors import LossbenchError
-from lossbench.report.aggregate import (
-    analyze,
-    combo_terms,
-    holm,
-    loss_complexity,
-    mean_ci,
-    paired_test,
-    variant_label,
-)
+from lossbench.report.analysis import analyze
+from lossbench.report.combos import combo_terms
+from lossbench.report.ranking import loss_complexity
 from lossbench.report.scenarios import data_axes, normalize_groups, scenario_settings
+from lossbench.report.stats import holm, mean_ci, paired_test
+from lossbench.report.table import variant_label
+from lossbench.report.words import evidence, flags, notes
 
 
 def run(
@@ -136,7 +133,7 @@ def test_clear_winner_with_five_seeds():
     rec = sc.recommendation
     assert rec.verdict == "significant"
     assert rec.loss == "huber" and rec.runner_up == "l1"
-    assert "significantly better" in rec.evidence
+    assert "significantly better" in evidence(sc)
     # the p-values are Holm-adjusted scipy paired t-tests against the best
     p_l1 = stats.ttest_rel(values["l1"], values["huber"]).pvalue
     p_mse = stats.ttest_rel(values["mse"], values["huber"]).pvalue
@@ -163,7 +160,7 @@ def test_tie_recommends_the_simplest_and_says_so():
     rec = sc.recommendation
     assert rec.verdict == "tie"
     assert rec.loss == "mse"  # ...but mse is the simplest of the tied losses
-    assert "No significant difference" in rec.evidence
+    assert "No significant difference" in evidence(sc)
     assert set(rec.tied) == {"mse", "huber", "l1"}
     assert {r.comparison for r in sc.losses[1:]} == {"tied"}
 
@@ -175,7 +172,7 @@ def test_tie_prefers_a_loss_that_never_failed():
     assert sc.recommendation.verdict == "tie"
     assert sc.recommendation.loss == "l1"  # mse is simpler but diverged once
     mse = sc.by_loss("mse")
-    assert "diverged in 1 of 6 seeds" in mse.flags
+    assert "diverged in 1 of 6 seeds" in flags(mse)
     assert not mse.reliable
 
 
@@ -184,8 +181,8 @@ def test_one_seed_is_too_few_and_claims_no_winner():
     sc = only(analyze(table(rows)))
     rec = sc.recommendation
     assert rec.verdict == "too_few_seeds"
-    assert "Too few seeds" in rec.evidence and "seed=0,1,2" in rec.evidence
-    assert "no winner is claimed" in rec.evidence
+    assert "Too few seeds" in evidence(sc) and "seed=0,1,2" in evidence(sc)
+    assert "no winner is claimed" in evidence(sc)
     assert rec.loss == "mse"  # the simplest, as a default, not a winner
     assert [r.loss for r in sc.losses] == ["huber", "l1", "mse"]  # the ranking is still listed
     assert all(math.isnan(r.chosen.ci[1]) for r in sc.losses)
@@ -202,15 +199,15 @@ def test_failed_and_diverged_runs_are_counted_and_flagged():
     huber = sc.by_loss("huber")
     assert huber.chosen.outcomes == {"finished": 3, "diverged": 2, "error": 1, "killed": 1, "incomplete": 0}
     assert huber.failed_runs["diverged"] == 2 and huber.failed_runs["error"] == 1 and huber.failed_runs["killed"] == 1
-    assert "diverged in 2 of 7 seeds" in huber.flags
-    assert "failed with an error in 1 of 7 seeds" in huber.flags
-    assert "killed in 1 of 7 seeds" in huber.flags
+    assert "diverged in 2 of 7 seeds" in flags(huber)
+    assert "failed with an error in 1 of 7 seeds" in flags(huber)
+    assert "killed in 1 of 7 seeds" in flags(huber)
     assert sc.recommendation.loss == "huber" and sc.recommendation.verdict == "significant"
-    assert any("Caution" in n and "diverged" in n for n in sc.recommendation.notes)
+    assert any("Caution" in n and "diverged" in n for n in notes(sc))
     mse = sc.by_loss("mse")
     assert mse.chosen.n_finished == 8 and mse.chosen.outcomes["diverged"] == 0
     assert mse.failed_runs["diverged"] == 1
-    assert any("re-run" in f for f in mse.flags)
+    assert any("re-run" in f for f in flags(mse))
 
 
 def test_a_loss_whose_runs_all_failed_ranks_last():
@@ -219,9 +216,9 @@ def test_a_loss_whose_runs_all_failed_ranks_last():
     sc = only(analyze(table(rows)))
     assert [r.loss for r in sc.losses] == ["l1", "mse", "huber"]
     last = sc.losses[-1]
-    assert last.all_failed and last.comparison == "all failed" and last.flags == ("all runs failed",)
+    assert last.all_failed and last.comparison == "all failed" and flags(last) == ("all runs failed",)
     assert last.rank == 3
-    assert any("All runs failed for: huber" in n for n in sc.recommendation.notes)
+    assert any("All runs failed for: huber" in n for n in notes(sc))
 
 
 def test_every_run_failed_gives_no_recommendation():
@@ -242,7 +239,7 @@ def test_direction_of_the_objective(mode, winner):
     assert sc.mode == mode and sc.metric == "test_balanced_accuracy"
     assert sc.losses[0].loss == winner
     assert sc.recommendation.loss == winner and sc.recommendation.verdict == "significant"
-    assert ("highest" if mode == "max" else "lowest") in sc.recommendation.evidence
+    assert ("highest" if mode == "max" else "lowest") in evidence(sc)
 
 
 def test_direction_falls_back_on_the_metric_when_untagged():
@@ -327,6 +324,29 @@ def test_combo_terms_and_labels():
     assert variant_label("huber", '{"delta": 0.5}', '{"optimizer.lr": "0.01"}') == "huber(delta=0.5) [optimizer.lr=0.01]"
 
 
+def test_combo_labels_read_the_terms_as_combo_does():
+    # a term's own params given both inline and under "params" are all used by combo
+    # (losses.combo.normalise_terms); the report's former copy of that parser dropped the inline ones
+    mixed = {"terms": [{"name": "focal", "weight": 0.5, "gamma": 3.0, "params": {"alpha": 0.25}}, {"name": "l1"}]}
+    assert combo_terms(mixed) == [("focal", 0.5, {"gamma": 3.0, "alpha": 0.25}), ("l1", 1.0, {})]
+    assert variant_label("combo", json.dumps(mixed)) == "combo(0.5·focal(gamma=3, alpha=0.25) + 1·l1)"
+    assert combo_terms({"terms": "not terms"}) == [] and variant_label("combo", '{"terms": 5}') == "combo(terms=5)"
+
+
+def test_a_named_loss_config_is_labelled_with_its_registered_loss():
+    # label_smoothing is cross_entropy with smoothing: its label hides cross_entropy's untuned defaults
+    params = {"label_smoothing": 0.1, "ignore_index": -100, "weight": None}
+    rows = [run("label_smoothing", s, 0.5, params=params, base_loss="cross_entropy") for s in range(2)]
+    rows += [run("cross_entropy", s, 0.6, params={**params, "label_smoothing": 0.0}) for s in range(2)]
+    sc = only(analyze(table(rows)))
+    assert sc.by_loss("label_smoothing").chosen.label == "label_smoothing(label_smoothing=0.1)"
+    assert sc.by_loss("label_smoothing").base == "cross_entropy"
+    # the same table without the registered name: nothing is remembered from the analysis before
+    rows = [{k: v for k, v in r.items() if k != "base_loss"} for r in rows]
+    label = only(analyze(table(rows))).by_loss("label_smoothing").chosen.label
+    assert label == "label_smoothing(ignore_index=-100, label_smoothing=0.1)"
+
+
 def test_swept_optimizer_setting_makes_separate_variants():
     rows = []
     for s in range(2):
@@ -359,24 +379,25 @@ def test_a_single_loss_is_not_called_a_winner():
     sc = only(analyze(table([run("huber", s, 0.5 + 0.01 * s) for s in range(3)])))
     rec = sc.recommendation
     assert rec.verdict == "only_one" and rec.loss == "huber"
-    assert "nothing was compared" in rec.evidence
+    assert "nothing was compared" in evidence(sc)
     # the others ran but every run failed: it is the only candidate, and that is said
     rows = [run("huber", s, 0.5) for s in range(3)] + [run("mse", s, None, status="FAILED", failure="error") for s in range(3)]
-    rec = only(analyze(table(rows))).recommendation
-    assert rec.verdict == "only_one" and "the others all failed" in rec.evidence
+    sc = only(analyze(table(rows)))
+    assert sc.recommendation.verdict == "only_one" and "the others all failed" in evidence(sc)
 
 
 def test_runs_without_the_test_metric_are_not_called_failures():
     rows = [run("mse", s, None) for s in range(2)] + [run("l1", s, None, status="RUNNING") for s in range(2)]
     sc = only(analyze(table(rows)))
     assert sc.recommendation.verdict == "all_failed" and sc.recommendation.loss is None
-    assert "No run has a finished test rmse" in sc.recommendation.evidence
+    assert "No run has a finished test rmse" in evidence(sc)
     assert sc.by_loss("mse").chosen.outcomes["incomplete"] == 2
 
 
 # --------------------------------------------------------------------------- normalisation sweep (section 2)
 def test_normalisation_sweep_is_tabulated():
-    from lossbench.report.sections import section_normalisation, short_labels
+    from lossbench.report.scenarios import short_labels
+    from lossbench.report.sections import section_normalisation
 
     rows = []
     for norm, shift in (("standard", 0.0), ("none", 0.3)):
@@ -446,13 +467,13 @@ def test_a_tie_where_the_best_wins_every_seed_says_to_add_seeds():
         for loss, vs in vals.items()
         for s, v in enumerate(vs)
     ]
-    rec = only(analyze(table(rows))).recommendation
-    assert rec.verdict == "tie" and rec.loss == "cross_entropy"
-    assert "balanced_softmax scored better than cross_entropy on every one of the 3 shared seeds" in rec.evidence
-    assert "seed=0,1,2,3,4,5,6,7,8,9" in rec.evidence
+    sc = only(analyze(table(rows)))
+    assert sc.recommendation.verdict == "tie" and sc.recommendation.loss == "cross_entropy"
+    assert "balanced_softmax scored better than cross_entropy on every one of the 3 shared seeds" in evidence(sc)
+    assert "seed=0,1,2,3,4,5,6,7,8,9" in evidence(sc)
 
 
 def test_no_add_seeds_hint_when_the_seeds_disagree():
     rows = [run(loss, s, v, params={"delta": 1.0} if loss == "huber" else {}) for loss, vals in TIE.items() for s, v in enumerate(vals)]
-    rec = only(analyze(table(rows))).recommendation
-    assert rec.verdict == "tie" and "on every one of" not in rec.evidence
+    sc = only(analyze(table(rows)))
+    assert sc.recommendation.verdict == "tie" and "on every one of" not in evidence(sc)

@@ -1,10 +1,13 @@
 """The report: read an MLflow experiment, rank the losses, recommend one, with evidence.
 
-It reads MLflow only (``collect``), computes with pandas and scipy (``aggregate`` for the
-ranking and the recommendation rule, ``scenarios`` for the data's settings and traits),
-lays out the five-point guide (``sections``), draws with matplotlib (``figures``, and
-``appendix`` for each loss's shape and gradient) and writes HTML and Markdown (``render``);
-``build_report`` ties them together. Command line:
+A chain of small modules, each named for its job: ``runs`` (MLflow -> run table) ->
+``table`` (checked and tidied, variants labelled) -> ``stats`` (intervals, paired tests,
+Holm) -> ``ranking`` (outcomes, variants, ranks, as data) -> ``combos`` (combinations
+against their parts) -> ``recommend`` (a verdict and its reasons, as data), tied together by
+``analysis``; ``scenarios`` describes each scenario's data; ``words`` holds every sentence;
+``sections`` lays out the five-point guide, ``charts`` picks the figures that ``figures``
+(and ``appendix``, for each loss's shape and gradient) draws; ``render`` writes HTML,
+Markdown and summary.json. ``build_report`` runs the chain. Command line:
 ``python -m lossbench.report tracking.experiment_name=<name>``.
 """
 
@@ -19,7 +22,7 @@ __all__ = ["ReportPaths", "build_report"]
 
 
 def __getattr__(name: str) -> Any:
-    # lazy: `import lossbench.report.aggregate` must not pay for importing mlflow
+    # lazy: `import lossbench.report.analysis` must not pay for importing mlflow
     if name in __all__:
         from . import build
 

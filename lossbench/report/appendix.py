@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import LossbenchError
-from ..registry import create_loss, loss_info
-from .columns import base_loss, loss_spec
+from ..registry import create_loss
+from .combos import combo_terms
+from .table import loss_spec
+from .words import APPENDIX_SKIPPED
 
 RESIDUALS = np.linspace(-3.0, 3.0, 241)
 PROBABILITIES = np.linspace(0.01, 0.99, 197)
@@ -42,14 +43,9 @@ class AppendixData:
 
 
 def _family(loss: str, params: Mapping[str, Any]) -> str | None:
-    spec = loss_spec(loss)
-    tasks = set(spec.tasks)
+    tasks = set(loss_spec(loss).tasks)
     if loss == "combo":
-        from .aggregate import combo_terms
-
-        tasks = set()
-        for name, _, _ in combo_terms(params):
-            tasks |= set(loss_info(name).tasks)
+        tasks = {t for name, _, _ in combo_terms(params) for t in loss_spec(name).tasks}
     if tasks and tasks <= {"regression"}:
         return "regression"
     if tasks & set(CLASSIFICATION_TASKS):
@@ -63,7 +59,7 @@ def _build(loss: str, params: Mapping[str, Any], family: str) -> torch.nn.Module
     kw = {k: v for k, v in params.items() if k in known and k not in ("reduction", "class_counts")}
     if "class_counts" in known and family == "classification":
         kw["class_counts"] = [100, 100]  # balanced two-class counts: the curve of the plain loss
-    return create_loss(base_loss(loss), reduction="none", **kw)
+    return create_loss(loss, reduction="none", **kw)
 
 
 def _regression_curve(module: torch.nn.Module) -> tuple[np.ndarray, np.ndarray]:
@@ -88,16 +84,16 @@ def _classification_curve(module: torch.nn.Module, loss: str) -> tuple[np.ndarra
 
 
 def compute(losses: Mapping[str, tuple[str, Mapping[str, Any]]]) -> AppendixData:
-    """Curves for ``{label: (loss name, hyperparameters)}``; what cannot be drawn is skipped with a reason."""
+    """Curves for ``{label: (registered loss, hyperparameters)}``; what cannot be drawn is skipped with a reason."""
     out = AppendixData(Shapes(RESIDUALS), Shapes(PROBABILITIES))
     for label, (loss, params) in losses.items():
-        try:
-            family = _family(loss, params)
-        except LossbenchError:
-            out.skipped[label] = "not registered in this installation (a plugin that is not installed?)"
+        names = [loss, *(name for name, _, _ in combo_terms(params))] if loss == "combo" else [loss]
+        if any(loss_spec(n) is None for n in names):
+            out.skipped[label] = APPENDIX_SKIPPED["unregistered"]
             continue
+        family = _family(loss, params)
         if family is None:
-            out.skipped[label] = "its task (" + "/".join(loss_spec(loss).tasks) + ") has no residual or class probability to plot"
+            out.skipped[label] = APPENDIX_SKIPPED["no_axis"].format(tasks="/".join(loss_spec(loss).tasks))
             continue
         try:
             module = _build(loss, params, family)
@@ -106,5 +102,5 @@ def compute(losses: Mapping[str, tuple[str, Mapping[str, Any]]]) -> AppendixData
             else:
                 out.classification.curves[label] = _classification_curve(module, loss)
         except Exception as exc:  # noqa: BLE001 - a loss that cannot be drawn must not break the report
-            out.skipped[label] = f"could not be built or evaluated here ({type(exc).__name__}: {exc})"
+            out.skipped[label] = APPENDIX_SKIPPED["failed"].format(error=f"{type(exc).__name__}: {exc}")
     return out

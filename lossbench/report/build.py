@@ -1,4 +1,4 @@
-"""``build_report``: MLflow experiment in, HTML and Markdown report out."""
+"""``build_report``: MLflow experiment in; HTML and Markdown report out."""
 
 from __future__ import annotations
 
@@ -6,17 +6,16 @@ import datetime as _dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from ..errors import LossbenchError
-from . import collect
+from . import runs
 from .render import check_formats
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .aggregate import Analysis
+    from .analysis import Analysis
 
 
 @dataclass(frozen=True)
@@ -56,21 +55,16 @@ def build_report(
     """Read ``experiment_name`` from the MLflow store at ``tracking_uri`` and write the report.
 
     Writes ``report.html`` (figures embedded), ``report.md`` (figures linked) and the figures
-    as PNG files under ``out_dir/figures``. Raises :class:`LossbenchError` for an unknown or
-    empty experiment or a store that does not exist.
+    as PNG files under ``out_dir/figures``. Raises :class:`LossbenchError` for an unknown or empty experiment or a
+    store that does not exist.
     """
     fmts = check_formats(formats)
-    with collect.gc_paused():
+    with runs.gc_paused():
         return _build(experiment_name, tracking_uri, Path(out_dir), alpha, fmts, max_curve_runs, appendix)
 
 
 def _build(
-    experiment_name: str,
-    tracking_uri: str,
-    out: Path,
-    alpha: float,
-    fmts: tuple[str, ...],
-    max_curve_runs: int,
+    experiment_name: str, tracking_uri: str, out: Path, alpha: float, fmts: tuple[str, ...], max_curve_runs: int,
     appendix: bool,
 ) -> ReportPaths:
     if not experiment_name:
@@ -79,9 +73,9 @@ def _build(
         raise LossbenchError(f"report.alpha must be a number in (0, 1), got {alpha!r}.")
     if isinstance(max_curve_runs, bool) or not isinstance(max_curve_runs, int) or max_curve_runs < 0:
         raise LossbenchError(f"report.max_curve_runs must be an int >= 0, got {max_curve_runs!r}.")
-    client = collect.open_store(tracking_uri)
-    experiment = collect.find_experiment(client, experiment_name)
-    table, ignored = collect.run_table(client, experiment)
+    client = runs.open_store(tracking_uri)
+    experiment = runs.find_experiment(client, experiment_name)
+    table, ignored = runs.run_table(client, experiment)
     if table.empty:
         extra = f" ({ignored} run(s) there lack the lossbench tags)" if ignored else ""
         raise LossbenchError(
@@ -89,26 +83,26 @@ def _build(
             f"`python -m lossbench -m loss=mse,l1,huber seed=0,1,2 tracking.experiment_name={experiment_name}`."
         )
     # imported here: an unknown experiment is reported without loading torch or matplotlib
+    from .. import __version__
     from . import sections
-    from .aggregate import analyze
-    from .scenarios import scenario_settings
+    from .analysis import analyze
+    from .charts import FIGURE_PREFIXES, FigureSink
     from .render import render
+    from .scenarios import scenario_settings, short_labels
 
     analysis = analyze(table, alpha=float(alpha))
     out.mkdir(parents=True, exist_ok=True)
-    sink = sections.FigureSink(out)
+    sink = FigureSink(out)
     picks = curve_runs(analysis, max_curve_runs)
     objective_of = {s.scenario: s.objective for s in analysis.scenarios}
-    histories: dict[str, pd.DataFrame] = {}
     by_key: dict[str, list[str]] = {}
     for (scen, _), rid in picks.items():
         by_key.setdefault(f"val_{objective_of[scen]}", []).append(rid)
+    histories: dict[str, pd.DataFrame] = {}
     for key, ids in by_key.items():
-        histories.update(collect.metric_histories(client, ids, key))
+        histories.update(runs.metric_histories(client, ids, key))
     settings = scenario_settings(analysis.table)
-    names = sections.short_labels(settings, [s.scenario for s in analysis.scenarios], with_name=True)
-    from .. import __version__
-
+    names = short_labels(settings, [s.scenario for s in analysis.scenarios], with_name=True)
     context = {
         "experiment": experiment_name,
         "tracking_uri": tracking_uri,
@@ -122,12 +116,12 @@ def _build(
         "task": sections.section_task(analysis),
         "norm": sections.section_normalisation(analysis, settings, names),
         "ranking": sections.section_ranking(analysis, settings, names, sink, histories, picks),
-        "combo": sections.section_combination(analysis, float(alpha), names),
+        "combo": sections.section_combination(analysis, names),
         "traits": sections.section_traits(analysis, names),
         "appendix": sections.section_appendix(analysis, sink) if appendix else None,
     }
     written = render(context, out, fmts)
-    _remove_stale_figures(out / "figures", set(sink.paths), sections.FIGURE_PREFIXES)
+    _remove_stale_figures(out / "figures", set(sink.paths), FIGURE_PREFIXES)
     return ReportPaths(out, written.get("html"), written.get("md"), tuple(sink.paths))
 
 

@@ -1,4 +1,4 @@
-"""Render the report's content as HTML (self-contained) and Markdown, with jinja2 templates."""
+"""Write the report's content as HTML (self-contained) and Markdown, with jinja2 templates."""
 
 from __future__ import annotations
 
@@ -12,14 +12,6 @@ from ..errors import LossbenchError
 
 FORMATS = {"html": "report.html", "md": "report.md"}
 TEMPLATES = {"html": "report.html.j2", "md": "report.md.j2"}
-SECTION_TITLES = (
-    "1. Task and loss family",
-    "2. Normalisation",
-    "3. Empirical ranking",
-    "4. Combining losses",
-    "5. Traits of the data: the recommendation",
-    "Appendix: each loss and its gradient",
-)
 
 
 def _md_cell(value: Any) -> str:
@@ -51,6 +43,8 @@ def check_formats(formats: Sequence[str]) -> tuple[str, ...]:
 
 def render(context: Mapping[str, Any], out_dir: Path, formats: Sequence[str]) -> dict[str, Path]:
     """Write one file per format under ``out_dir``; return ``{format: path}``."""
+    from .words import SECTION_TITLES
+
     out: dict[str, Path] = {}
     ctx = {"titles": SECTION_TITLES, **context}
     for fmt in check_formats(formats):

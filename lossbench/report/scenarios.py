@@ -1,18 +1,30 @@
 """What a scenario's data looked like: its settings (``data.*`` params) and measured traits
-(``data_info.*``), which settings were swept, and which scenarios differ only in normalisation."""
+(``data_info.*``), which settings were swept, which scenarios differ only in normalisation, and
+which of the data's traits the recommended loss answers."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from .aggregate import as_text, mode_value
-from .columns import PARAM_PREFIX
+from .table import PARAM_PREFIX, as_text, is_missing, mode_value
+
+if TYPE_CHECKING:
+    from .analysis import ScenarioResult
+    from .ranking import Standing
 
 DATA_TRAITS = ("outlier_fraction", "imbalance_ratio", "label_noise")
 NORMALIZE_KEYS = ("data.normalize", "data.normalize_target")
+# data trait -> (the value above which it matters, the loss traits that address it)
+DATA_TRAIT_RULES = {
+    "outlier_fraction": (0.01, ("robust_to_outliers", "bounded_influence")),
+    "imbalance_ratio": (1.5, ("handles_imbalance",)),
+    "label_noise": (0.01, ("handles_label_noise",)),
+}
 
 
 def _first_number(df: pd.DataFrame, cols: Sequence[str]) -> float:
@@ -44,6 +56,35 @@ def scenario_settings(df: pd.DataFrame) -> pd.DataFrame:
     for scen, g in df.groupby("scenario", sort=True):
         rows[scen] = {c[len(PARAM_PREFIX) :]: mode_value(g[c]) for c in cols}
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def settings_text(settings: pd.DataFrame, scen: str) -> str:
+    """A scenario's data settings as ``key=value, ...`` (the dataset's name left out)."""
+    if scen not in settings.index:
+        return ""
+    row = settings.loc[scen]
+    return ", ".join(f"{k.removeprefix('data.')}={v}" for k, v in row.items() if not is_missing(v) and k != "data.name")
+
+
+def short_labels(settings: pd.DataFrame, scenarios: Sequence[str], with_name: bool = False) -> dict[str, str]:
+    """Short names for ``scenarios``: per dataset, only the settings that differ between them
+    (``outlier_fraction=0.1``), prefixed by the dataset's name when ``with_name`` or when
+    several datasets are present. Falls back on the full scenario keys when that is ambiguous."""
+    full = {s: s for s in scenarios}
+    if any(s not in settings.index for s in scenarios) or "data.name" not in settings.columns:
+        return full
+    sub = settings.loc[list(scenarios)]
+    names = as_text(sub["data.name"])
+    show_name = with_name or names.nunique() > 1
+    out = {}
+    for name, idx in sub.groupby(names, sort=False).groups.items():
+        group = sub.loc[idx]
+        varying = [c for c in group.columns
+                   if c != "data.name" and as_text(group[c]).nunique() > 1 and not group[c].map(is_missing).any()]
+        for scen in idx:
+            parts = ", ".join(f"{c.removeprefix('data.')}={group.at[scen, c]}" for c in varying)
+            out[str(scen)] = (f"{name}({parts})" if parts else str(name)) if show_name else (parts or str(name))
+    return full if len(set(out.values())) < len(out) else out
 
 
 def data_axes(settings: pd.DataFrame) -> dict[str, list[str]]:
@@ -82,3 +123,31 @@ def normalize_groups(settings: pd.DataFrame) -> list[list[str]]:
         if len(sub) > 1 and as_text(sub[norm]).drop_duplicates().shape[0] > 1:
             groups.append(sorted(str(s) for s in idx))
     return groups
+
+
+@dataclass(frozen=True)
+class TraitFinding:
+    """A trait that stands out in a scenario's data, and the losses that address it."""
+
+    key: str  # one of DATA_TRAITS
+    value: float
+    matching: tuple[str, ...]  # the recommended loss's traits that address it
+    fitting: tuple[tuple[str, Standing], ...]  # the compared losses built for it, and how each did
+
+
+def trait_findings(
+    s: ScenarioResult, traits: dict[str, float], traits_of: Callable[[str], Sequence[str]]
+) -> list[TraitFinding]:
+    """Per data trait above its threshold: whether the recommended loss addresses it, else which losses did."""
+    rec = s.recommendation
+    if rec.loss is None:
+        return []
+    has = set(traits_of(s.by_loss(rec.loss).base))
+    out = []
+    for key, (threshold, wanted) in DATA_TRAIT_RULES.items():
+        value = traits.get(key, math.nan)
+        if math.isnan(value) or value <= threshold:
+            continue
+        fitting = tuple((r.loss, r.comparison) for r in s.losses if set(traits_of(r.base)) & set(wanted))
+        out.append(TraitFinding(key, value, tuple(t for t in wanted if t in has), fitting))
+    return out

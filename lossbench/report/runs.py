@@ -1,19 +1,21 @@
-"""Read an MLflow experiment into a run table (one row per run); the report's only input.
+"""Read an MLflow experiment into a run table (one row per run): the report's only contact with MLflow.
 
-Reads what :mod:`lossbench.schema` names and nothing else: it never imports the trainer.
-One ``search_runs`` call per page of runs; metric histories (training curves) are fetched
-only for a bounded subset of runs chosen by the caller.
+Reads what :mod:`lossbench.schema` names and nothing else: it never imports the trainer. The
+runs come from ``mlflow.search_runs(output_format="pandas")``; metric histories (training
+curves) are fetched only for a bounded subset of runs chosen by the caller.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import os
 import socket
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
+import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Experiment, ViewType
@@ -21,27 +23,14 @@ from mlflow.exceptions import MlflowException
 
 from .. import schema
 from ..errors import TrackingError, UnknownNameError, did_you_mean
-from .columns import BASE_LOSS, METRIC_PREFIX, PARAM_PREFIX
-
-PAGE_SIZE = 5000  # runs per search_runs page
 
 # run-table column <- MLflow tag
 TAG_COLUMNS = {
-    "loss": schema.TAG_LOSS,
-    "data": schema.TAG_DATA,
-    "model": schema.TAG_MODEL,
-    "task": schema.TAG_TASK,
-    "seed": schema.TAG_SEED,
-    "scenario": schema.TAG_SCENARIO,
-    "objective": schema.TAG_OBJECTIVE,
-    "objective_mode": schema.TAG_OBJECTIVE_MODE,
-    "sweep_id": schema.TAG_SWEEP,
-    "config_hash": schema.TAG_CONFIG_HASH,
-    "failure": schema.TAG_FAILURE,
-    "failure_step": schema.TAG_FAILURE_STEP,
-    "loss_params": schema.TAG_LOSS_PARAMS,
-    "optuna_study": schema.TAG_STUDY,
-    "optuna_trial": schema.TAG_TRIAL,
+    "loss": schema.TAG_LOSS, "data": schema.TAG_DATA, "model": schema.TAG_MODEL, "task": schema.TAG_TASK,
+    "seed": schema.TAG_SEED, "scenario": schema.TAG_SCENARIO, "objective": schema.TAG_OBJECTIVE,
+    "objective_mode": schema.TAG_OBJECTIVE_MODE, "sweep_id": schema.TAG_SWEEP, "config_hash": schema.TAG_CONFIG_HASH,
+    "failure": schema.TAG_FAILURE, "failure_step": schema.TAG_FAILURE_STEP, "loss_params": schema.TAG_LOSS_PARAMS,
+    "optuna_study": schema.TAG_STUDY, "optuna_trial": schema.TAG_TRIAL,
 }
 DATA_INFO_PREFIX = "data_info."
 
@@ -116,46 +105,67 @@ def find_experiment(client: MlflowClient, name: str) -> Experiment:
     )
 
 
+@contextlib.contextmanager
+def _tracking_uri(uri: str) -> Iterator[None]:
+    """``mlflow.search_runs`` reads the global tracking URI: point it at ``uri`` for the call, then
+    put back both the global and the environment variable that ``set_tracking_uri`` also writes."""
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        with _use_tracking_uri(uri):
+            yield
+    finally:
+        if env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = env
+
+
 def run_table(client: MlflowClient, experiment: Experiment) -> tuple[pd.DataFrame, int]:
     """All active runs of ``experiment`` as a run table, and how many runs lacked lossbench tags.
 
-    Columns: ``run_id``, ``run_name``, ``status``, ``start_time``, the tag columns of
-    :data:`TAG_COLUMNS`, ``data_info.*`` tags, ``params.<key>``, ``metrics.<key>`` (latest).
+    Columns: ``run_id``, ``run_name``, ``status``, ``start_time`` (ms), the tag columns of
+    :data:`TAG_COLUMNS`, ``base_loss`` (the registered loss behind a named loss config such as
+    label_smoothing, which ``loss`` names), ``data_info.*`` tags, ``params.<key>``, ``metrics.<key>`` (latest).
     """
-    rows = []
-    ignored = 0
-    for run in _all_runs(client, experiment.experiment_id):
-        tags = run.data.tags
-        if schema.TAG_LOSS not in tags:
-            ignored += 1  # a parent run, or a run some other tool logged here
-            continue
-        info = run.info
-        row: dict[str, object] = {
-            "run_id": info.run_id,
-            "run_name": info.run_name,
-            "status": info.status,
-            "start_time": info.start_time,
-        }
-        for col, tag in TAG_COLUMNS.items():
-            if tag in tags:
-                row[col] = tags[tag]
-        variant = tags.get(schema.TAG_LOSS_VARIANT)
-        if variant:  # report a named variant (label_smoothing) as a loss of its own
-            BASE_LOSS[variant] = tags[schema.TAG_LOSS]
-            row["loss"] = variant
-        for k, v in tags.items():
-            if k.startswith(DATA_INFO_PREFIX):
-                row[k] = v
-        for k, v in run.data.params.items():
-            row[PARAM_PREFIX + k] = v
-        for k, v in run.data.metrics.items():
-            row[METRIC_PREFIX + k] = v
-        if "seed" not in row and PARAM_PREFIX + "seed" in row:
-            row["seed"] = row[PARAM_PREFIX + "seed"]
-        if "scenario" not in row:  # older runs: the dataset name stands for the scenario
-            row["scenario"] = row.get("data", row.get(PARAM_PREFIX + "data.name", "data"))
-        rows.append(row)
-    return pd.DataFrame(rows), ignored
+    try:
+        with gc_paused(), _tracking_uri(client.tracking_uri):
+            runs = mlflow.search_runs([experiment.experiment_id], run_view_type=ViewType.ACTIVE_ONLY,
+                                      order_by=["attributes.start_time ASC"], max_results=None, output_format="pandas")  # all
+    except MlflowException as exc:
+        raise TrackingError(f"Cannot read runs from {client.tracking_uri}: {exc.message}") from exc
+    loss_tag = "tags." + schema.TAG_LOSS
+    ours = runs[runs[loss_tag].notna()] if loss_tag in runs.columns else runs.iloc[0:0]
+    ignored = len(runs) - len(ours)  # parent runs, or runs some other tool logged here
+    if ours.empty:
+        return pd.DataFrame(), ignored
+    out = pd.DataFrame({"run_id": ours["run_id"], "run_name": ours.get("tags.mlflow.runName"), "status": ours["status"]},
+                       index=ours.index)
+    out["start_time"] = (ours["start_time"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)
+    for col, tag in TAG_COLUMNS.items():
+        if "tags." + tag in ours.columns:
+            out[col] = ours["tags." + tag]
+    named = ours.get("tags." + schema.TAG_LOSS_VARIANT)
+    if named is not None and named.notna().any():  # a named loss config (label_smoothing) is reported as a loss
+        out["base_loss"] = out["loss"]
+        out["loss"] = named.where(named.notna() & (named != ""), out["loss"])
+    # search_runs orders params, metrics and tags as a set does (by hash): sort them, so that a
+    # report on the same runs is the same every time
+    data_info = sorted(c for c in ours.columns if c.startswith("tags." + DATA_INFO_PREFIX))
+    kept = sorted(c for c in ours.columns if c.startswith("params.")) + sorted(c for c in ours.columns if c.startswith("metrics."))
+    out = pd.concat([out, ours[data_info].rename(columns=lambda c: c.removeprefix("tags.")), ours[kept]], axis=1)
+    if "seed" not in out.columns and "params.seed" in out.columns:
+        out["seed"] = out["params.seed"]
+    elif "params.seed" in out.columns:
+        out["seed"] = out["seed"].where(out["seed"].notna(), out["params.seed"])
+    if "scenario" not in out.columns:
+        out["scenario"] = None
+    fallback = out["data"] if "data" in out.columns else pd.Series(None, index=out.index, dtype=object)
+    if "params.data.name" in out.columns:  # older runs: the dataset name stands for the scenario
+        fallback = fallback.where(fallback.notna(), out["params.data.name"])
+    out["scenario"] = out["scenario"].where(out["scenario"].notna(), fallback.where(fallback.notna(), "data"))
+    return out.reset_index(drop=True), ignored
 
 
 @contextlib.contextmanager
@@ -175,26 +185,6 @@ def gc_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
-
-
-def _all_runs(client: MlflowClient, experiment_id: str) -> Iterable:
-    token = None
-    while True:
-        try:
-            with gc_paused():
-                page = client.search_runs(
-                    [experiment_id],
-                    run_view_type=ViewType.ACTIVE_ONLY,
-                    max_results=PAGE_SIZE,
-                    order_by=["attributes.start_time ASC"],
-                    page_token=token,
-                )
-        except MlflowException as exc:
-            raise TrackingError(f"Cannot read runs from {client.tracking_uri}: {exc.message}") from exc
-        yield from page
-        token = page.token
-        if not token:
-            return
 
 
 def metric_histories(client: MlflowClient, run_ids: Iterable[str], key: str) -> dict[str, pd.DataFrame]:

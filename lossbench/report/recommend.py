@@ -1,0 +1,132 @@
+"""The recommendation rule, over one scenario's ranked losses: a verdict and its reasons, as data.
+
+* every run failed: no recommendation;
+* only one loss finished any run: it is the only candidate;
+* the best has fewer than two finished seeds, or no other loss could be compared on two
+  seeds: too few seeds to tell; no winner is claimed, the simplest loss that finished is
+  named as a default, with that caveat;
+* every other loss is significantly worse (Holm-adjusted p < alpha): the best;
+* otherwise the losses tied with the best (not significantly worse, or not comparable) form
+  a group, and the simplest reliable member is recommended: losses that never failed and
+  finished at least two seeds first, then fewer hyperparameters, then a fixed order.
+
+:mod:`words` turns the verdict and reasons into sentences.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from .ranking import INCOMPLETE, LossResult, Standing
+
+
+class Verdict(str, Enum):
+    SIGNIFICANT = "significant"  # the best beat every other loss significantly
+    TIE = "tie"  # no significant difference: the simplest of the tied losses
+    TOO_FEW_SEEDS = "too_few_seeds"  # no winner claimed
+    ONLY_ONE = "only_one"  # one loss finished any run
+    ALL_FAILED = "all_failed"  # no recommendation
+
+
+class Why(str, Enum):
+    """A reason behind a verdict (``losses``, ``n`` and ``value`` say which, how many, how much)."""
+
+    NO_TEST_METRIC = "no_test_metric"  # all_failed: runs unfinished, or without the objective
+    EVERY_RUN_FAILED = "every_run_failed"
+    ONLY_ONE_RAN = "only_one_ran"  # losses: (the loss,)
+    OTHERS_ALL_FAILED = "others_all_failed"  # losses: (the loss,)
+    ADD_SEEDS = "add_seeds"  # only one seed finished: no interval
+    BEST_TOO_FEW_SEEDS = "best_too_few_seeds"  # losses: (best,), n: its finished seeds
+    NONE_COMPARABLE = "none_comparable"  # no other loss finished two of the best's seeds
+    ALL_OTHERS_WORSE = "all_others_worse"  # losses: (best, runner-up), value: the largest adjusted p
+    NO_SIGNIFICANT_DIFFERENCE = "no_significant_difference"  # losses: the tied group, best first
+    BETTER_ON_EVERY_SEED = "better_on_every_seed"  # losses: (best, pick), n: shared seeds, value: mean margin
+    # notes beside the verdict
+    SOME_ALL_FAILED = "some_all_failed"  # losses whose every run failed
+    BEST_FAILED_SOMETIMES = "best_failed_sometimes"  # losses: (best,)
+    KEPT_UNCOMPARED = "kept_uncompared"  # losses tied only because they could not be compared
+
+
+NOTES = (Why.SOME_ALL_FAILED, Why.BEST_FAILED_SOMETIMES, Why.KEPT_UNCOMPARED)
+
+
+@dataclass(frozen=True)
+class Reason:
+    why: Why
+    losses: tuple[str, ...] = ()
+    n: int = 0
+    value: float = math.nan
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    verdict: Verdict
+    loss: str | None  # None only when every run failed
+    label: str  # the recommended variant, e.g. "huber(delta=0.5)"
+    params: dict[str, Any]
+    runner_up: str | None
+    tied: tuple[str, ...]  # losses not significantly different from the best (best first)
+    best: str | None  # the best-scoring loss (None when none finished)
+    reasons: tuple[Reason, ...] = field(default=())
+
+
+def recommend(results: Sequence[LossResult], mode: str, complexity: Callable[[LossResult], Any]) -> Recommendation:
+    """Apply the rule (module docstring) to losses already ranked and compared with the best."""
+    contenders = [r for r in results if not r.all_failed]
+    failed = tuple(r.loss for r in results if r.all_failed)
+    if not contenders:
+        no_metric = all(v.outcomes[INCOMPLETE] == v.n_seeds for r in results for v in r.variants)
+        return Recommendation(Verdict.ALL_FAILED, None, "", {}, None, (), None,
+                              (Reason(Why.NO_TEST_METRIC if no_metric else Why.EVERY_RUN_FAILED),))
+    best, others = contenders[0], contenders[1:]
+    notes = [Reason(Why.SOME_ALL_FAILED, failed)] if failed else []
+    if best.chosen.n_failed:
+        notes.append(Reason(Why.BEST_FAILED_SOMETIMES, (best.loss,)))
+
+    def make(verdict: Verdict, pick: LossResult, tied: Sequence[LossResult], runner_up: str | None, *reasons: Reason):
+        return Recommendation(verdict, pick.loss, pick.chosen.label, pick.chosen.params, runner_up,
+                              tuple(r.loss for r in tied), best.loss, (*reasons, *notes))
+
+    def next_after(pick: LossResult) -> str | None:
+        return next((r.loss for r in contenders if r is not pick), None)
+
+    if not others:
+        why = Reason(Why.OTHERS_ALL_FAILED if failed else Why.ONLY_ONE_RAN, (best.loss,))
+        more = (Reason(Why.ADD_SEEDS, n=best.chosen.n_finished),) if best.chosen.n_finished < 2 else ()
+        return make(Verdict.ONLY_ONE, best, [best], None, why, *more)
+    comparable = [r for r in others if not math.isnan(r.p_adjusted)]
+    if best.chosen.n_finished < 2 or not comparable:
+        pick = min(contenders, key=lambda r: (r.chosen.n_failed > 0, complexity(r)))
+        why = (Reason(Why.BEST_TOO_FEW_SEEDS, (best.loss,), best.chosen.n_finished) if best.chosen.n_finished < 2
+               else Reason(Why.NONE_COMPARABLE))
+        return make(Verdict.TOO_FEW_SEEDS, pick, contenders, next_after(pick), why)
+    tied = [best] + [r for r in others if r.comparison in (Standing.TIED, Standing.NOT_COMPARED)]
+    if len(tied) == 1:
+        worst = max(r.p_adjusted for r in comparable)
+        why = Reason(Why.ALL_OTHERS_WORSE, (best.loss, others[0].loss), value=worst)
+        return make(Verdict.SIGNIFICANT, best, tied, others[0].loss, why)
+    pick = min(tied, key=lambda r: (not r.reliable, complexity(r)))
+    reasons = [Reason(Why.NO_SIGNIFICANT_DIFFERENCE, tuple(r.loss for r in tied))]
+    if pick is not best:
+        reasons += _better_on_every_seed(best, pick, mode)
+    not_compared = tuple(r.loss for r in tied if r.comparison == Standing.NOT_COMPARED)
+    if not_compared:
+        notes.append(Reason(Why.KEPT_UNCOMPARED, not_compared))
+    return make(Verdict.TIE, pick, tied, next_after(pick), *reasons)
+
+
+def _better_on_every_seed(best: LossResult, pick: LossResult, mode: str) -> list[Reason]:
+    """When the best beat the recommended loss on every shared seed, yet not significantly: with
+    few seeds a paired t-test (more so after Holm) cannot confirm even a difference every seed agrees on."""
+    a, b = best.chosen.values, pick.chosen.values
+    seeds = a.index.intersection(b.index)
+    if len(seeds) < 2:
+        return []
+    diff = (a[seeds] - b[seeds]) if mode == "max" else (b[seeds] - a[seeds])  # > 0: the best is better
+    if not bool((diff > 0).all()):
+        return []
+    return [Reason(Why.BETTER_ON_EVERY_SEED, (best.loss, pick.loss), len(seeds), float(diff.mean()))]

@@ -1,0 +1,79 @@
+"""The report's statistics, in one place: mean and confidence interval over seeds, the paired
+t-test of two losses over the seeds both finished, and Holm's correction. numpy and scipy only."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+
+def mean_ci(values: Iterable[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean and two-sided t-distribution confidence interval; the interval is NaN for n < 2."""
+    x = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+    n = x.size
+    if n == 0:
+        return (math.nan, math.nan, math.nan)
+    mean = float(x.mean())
+    if n < 2:
+        return (mean, math.nan, math.nan)
+    half = float(stats.t.ppf(0.5 + confidence / 2, df=n - 1)) * (float(x.std(ddof=1)) / math.sqrt(n))
+    return (mean, mean - half, mean + half)
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values; NaN entries stay NaN and do not count in m.
+
+    Holm, "A Simple Sequentially Rejective Multiple Test Procedure", Scandinavian Journal of
+    Statistics 6(2), 1979. Sorted ascending ``p_(1) <= ... <= p_(m)``:
+    ``adj_(i) = max_{j<=i} min(1, (m - j + 1) p_(j))``.
+    """
+    p = [float(v) for v in pvalues]
+    valid = [i for i, v in enumerate(p) if not math.isnan(v)]
+    out = [math.nan] * len(p)
+    running = 0.0
+    for rank, i in enumerate(sorted(valid, key=lambda i: (p[i], i))):
+        running = max(running, min(1.0, (len(valid) - rank) * p[i]))
+        out[i] = running
+    return out
+
+
+def paired_test(a: pd.Series, b: pd.Series) -> tuple[float, int, float]:
+    """Two-sided paired t-test of two seed-indexed series over their common seeds.
+
+    Returns ``(p, n_pairs, mean difference b - a)``; ``p`` is NaN with fewer than two
+    pairs. Identical pairs give p = 1; a constant non-zero difference gives p = 0.
+    """
+    common = a.index.intersection(b.index)
+    n = len(common)
+    if n == 0:
+        return (math.nan, 0, math.nan)
+    x = a.loc[common].to_numpy(float)
+    y = b.loc[common].to_numpy(float)
+    diff = y - x
+    if n < 2:
+        return (math.nan, n, float(diff.mean()))
+    if np.all(diff == diff[0]):
+        return (1.0 if diff[0] == 0 else 0.0, n, float(diff.mean()))
+    return (float(stats.ttest_rel(y, x).pvalue), n, float(diff.mean()))
+
+
+@dataclass(frozen=True)
+class Paired:
+    """One paired comparison: ``diff`` is the other minus the reference, over ``n`` common seeds."""
+
+    p: float
+    n: int
+    diff: float
+    p_adjusted: float
+
+
+def against(reference: pd.Series, others: Mapping[Hashable, pd.Series]) -> dict[Hashable, Paired]:
+    """Each of ``others`` against ``reference`` by a paired t-test, Holm-adjusted together."""
+    raw = {k: paired_test(reference, v) for k, v in others.items()}
+    adjusted = holm([t[0] for t in raw.values()])
+    return {k: Paired(p, n, d, a) for (k, (p, n, d)), a in zip(raw.items(), adjusted, strict=True)}

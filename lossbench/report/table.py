@@ -1,0 +1,251 @@
+"""The run table, checked and tidied: one row per run, the report's only input.
+
+:mod:`runs` fills it from MLflow; tests build synthetic ones. Columns:
+
+``status``, ``loss``, ``scenario``, ``seed``
+    required: the run's status (FINISHED, FAILED, KILLED, RUNNING...), the loss as the report
+    names it, the scenario (the dataset and its settings other than the seed) and the seed
+    (runs with the same seed saw the same data).
+``base_loss``
+    the registered loss behind ``loss``: itself, except for a named loss config such as
+    ``label_smoothing`` (cross_entropy with smoothing), which is reported as a loss of its own.
+``objective``, ``objective_mode``, ``failure``, ``loss_params``, ``task``, ``model``, ``run_id``, ``start_time``
+    optional tags and run info; missing ones are filled in.
+``metrics.<key>``, ``params.<key>``
+    the run's final metrics and flattened config, e.g. ``metrics.test_rmse``, ``params.data.normalize``.
+
+A *variant* is one loss with one set of hyperparameters (``loss_params``), plus the model and
+optimizer settings where those were swept: :func:`prepare` adds its key and its label.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .. import schema
+from ..errors import LossbenchError
+
+REQUIRED_COLUMNS = ("status", "loss", "scenario", "seed")
+OPTIONAL_COLUMNS = ("run_id", "run_name", "start_time", "task", "objective", "objective_mode", "failure",
+                    "failure_step", "loss_params", "model", "data", "sweep_id", "base_loss")
+METRIC_PREFIX = "metrics."
+PARAM_PREFIX = "params."
+# settings other than the loss that, when swept, make runs different variants
+VARIANT_PARAM_PREFIXES = ("model.", "optimizer.", "scheduler.")
+VARIANT_PARAM_KEYS = ("trainer.max_epochs",)
+DEFAULT_OBJECTIVE = {"regression": "rmse", "multiclass": "balanced_accuracy", "binary": "balanced_accuracy"}
+NOT_HYPERPARAMETERS = ("reduction", "class_counts")
+
+
+def is_missing(x: Any) -> bool:
+    if x is None or x is pd.NA:
+        return True
+    if isinstance(x, float) and math.isnan(x):
+        return True
+    return isinstance(x, str) and x.strip() == ""
+
+
+def as_text(s: pd.Series | pd.DataFrame) -> Any:
+    """Values as plain strings, a missing value as ``""`` (``astype(str)`` keeps NaN in pandas 3)."""
+    if isinstance(s, pd.DataFrame):
+        return s.apply(as_text)
+    return s.map(lambda x: "" if is_missing(x) else str(x)).astype(object)
+
+
+def mode_value(s: pd.Series) -> Any:
+    """The most common non-missing value, as text (ties: the first in sorted order); None if none."""
+    s = s[~s.map(is_missing)]
+    if s.empty:
+        return None
+    return as_text(s).value_counts().sort_index(kind="stable").idxmax()
+
+
+def number(v: Any) -> float | int | None:
+    """A number from a value or a logged param string (ints stay ints); None if it is not one."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int | float):
+        return v
+    if isinstance(v, str):
+        try:
+            f = float(v)
+        except ValueError:
+            return None
+        return int(f) if f.is_integer() and "." not in v and "e" not in v.lower() else f
+    return None
+
+
+def natural_key(s: str) -> tuple[int, float, str]:
+    """Sort key for seeds and class names: numbers in numeric order, then other text."""
+    try:
+        return (0, float(s), s)
+    except ValueError:
+        return (1, 0.0, s)
+
+
+def canonical_params(value: Any) -> str:
+    """``loss_params`` as canonical JSON (sorted keys); ``"{}"`` when absent."""
+    if is_missing(value):
+        return "{}"
+    if not isinstance(value, Mapping):
+        try:
+            value = json.loads(str(value))
+        except (TypeError, ValueError):
+            return str(value)
+    return json.dumps(value if not isinstance(value, Mapping) else dict(value), sort_keys=True, default=str)
+
+
+def parse_params(value: str) -> dict[str, Any]:
+    """The inverse of :func:`canonical_params` (a non-JSON value comes back under ``"raw"``)."""
+    try:
+        out = json.loads(value)
+    except (TypeError, ValueError):
+        return {"raw": value}
+    return out if isinstance(out, dict) else {"value": out}
+
+
+def loss_spec(name: str) -> Any | None:
+    """The registry's spec of a registered loss, or None where this installation does not know it."""
+    from ..registry import loss_info  # registry only: no trainer, no data
+
+    try:
+        return loss_info(name)
+    except LossbenchError:
+        return None
+
+
+# --------------------------------------------------------------------------- labels
+def fmt_value(v: Any) -> str:
+    """A hyperparameter's value in a label: ``0.5``, ``[1, 2]``, ``{a=1}``."""
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(fmt_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}={fmt_value(x)}" for k, x in v.items()) + "}"
+    return str(v)
+
+
+def fmt_params(params: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={fmt_value(v)}" for k, v in params.items())
+
+
+def shown_params(base: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The params worth a label: not None, and, for settings that are not tuned (no search
+    space, e.g. ``ignore_index``), only where they differ from the default."""
+    spec = loss_spec(base)
+    known = {p.name: p for p in spec.params} if spec is not None else {}
+    out = {}
+    for k, v in params.items():
+        p = known.get(k)
+        if k in NOT_HYPERPARAMETERS or v is None or (p is not None and p.search is None and v == p.default):
+            continue
+        out[k] = v
+    return out
+
+
+def variant_label(loss: str, params_json: str, extras_json: str = "{}", base: str | None = None) -> str:
+    """A short name: ``huber(delta=0.5)``, ``combo(0.5·mse + 1·l1)``, plus swept settings in brackets."""
+    from .combos import combo_terms
+
+    params = parse_params(params_json)
+    terms = combo_terms(params) if (base or loss) == "combo" else ()
+    if terms:
+        label = "combo(" + " + ".join(f"{fmt_value(w)}·{n}" + (f"({fmt_params(p)})" if p else "") for n, w, p in terms) + ")"
+    else:
+        shown = shown_params(base or loss, params)
+        label = loss + (f"({fmt_params(shown)})" if shown else "")
+    extras = parse_params(extras_json)
+    return label + (" [" + ", ".join(f"{k}={v}" for k, v in extras.items()) + "]" if extras else "")
+
+
+# --------------------------------------------------------------------------- the table
+def prepare(table: pd.DataFrame) -> pd.DataFrame:
+    """Check and tidy a run table; add ``variant``, ``variant_extras``, ``variant_label`` and ``metric``.
+
+    Raises :class:`LossbenchError` when a required column is missing or the table is empty.
+    """
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+    if missing:
+        raise LossbenchError(
+            f"The run table lacks the column(s) {', '.join(missing)}. Runs logged by lossbench carry the "
+            f"tags {', '.join(REQUIRED_COLUMNS[1:])}; were these runs logged by `python -m lossbench`?"
+        )
+    if table.empty:
+        raise LossbenchError("The run table is empty: there are no runs to report on.")
+    df = table.copy()
+    for c in OPTIONAL_COLUMNS:
+        if c not in df.columns:
+            df[c] = np.nan
+    df = df.reset_index(drop=True)
+    if df["run_id"].map(is_missing).any():
+        df["run_id"] = [f"row{i}" if is_missing(r) else str(r) for i, r in enumerate(df["run_id"])]
+    df["status"] = as_text(df["status"]).str.upper()
+    for c in ("loss", "scenario"):
+        df[c] = as_text(df[c])
+    df["base_loss"] = [b if b else lo for b, lo in zip(as_text(df["base_loss"]), df["loss"], strict=True)]
+    df["seed"] = df["seed"].map(_seed_text)
+    df["failure"] = as_text(df["failure"])
+    df["start_time"] = pd.to_numeric(df["start_time"], errors="coerce").fillna(0)
+    df["loss_params"] = df["loss_params"].map(canonical_params)
+    loss_cols = [c for c in df.columns if c.startswith("params.loss.") and c != "params.loss.name"]
+    if loss_cols and (df["loss_params"] == "{}").any():  # fall back on the flattened config
+        keys = [c[len("params.loss.") :] for c in loss_cols]
+        fallback = [
+            json.dumps({k: _logged(v) for k, v in zip(keys, row, strict=True) if not is_missing(v)}, sort_keys=True)
+            for row in df[loss_cols].astype(object).itertuples(index=False, name=None)
+        ]
+        df["loss_params"] = df["loss_params"].where(df["loss_params"] != "{}", pd.Series(fallback, index=df.index))
+    # the objective and its direction: one per scenario
+    found: dict[str, tuple[str, str, str]] = {}
+    for scen, sub in df.groupby("scenario", sort=False):
+        task = mode_value(sub["task"])
+        objective = mode_value(sub["objective"]) or DEFAULT_OBJECTIVE.get(str(task), "loss")
+        mode = mode_value(sub["objective_mode"])
+        if mode not in ("max", "min"):
+            mode = "max" if schema.HIGHER_IS_BETTER.get(objective, False) else "min"
+        found[scen] = (task or "", objective, mode)
+    for i, c in enumerate(("task", "objective", "objective_mode")):
+        df[c] = df["scenario"].map({s: v[i] for s, v in found.items()}).astype(object)
+    df["metric"] = METRIC_PREFIX + "test_" + as_text(df["objective"])
+    # variants: loss params plus swept model/optimizer settings
+    extra_cols = [
+        c for c in df.columns
+        if c.startswith(PARAM_PREFIX)
+        and (c[len(PARAM_PREFIX) :].startswith(VARIANT_PARAM_PREFIXES) or c[len(PARAM_PREFIX) :] in VARIANT_PARAM_KEYS)
+        and as_text(df[c]).nunique() > 1
+    ]
+    if as_text(df["model"]).nunique() > 1:
+        extra_cols = ["model", *extra_cols]
+    keys = [c.removeprefix(PARAM_PREFIX) for c in extra_cols]
+    df["variant_extras"] = [
+        json.dumps({k: str(v) for k, v in zip(keys, row, strict=True)}, sort_keys=True)
+        for row in df[extra_cols].astype(object).itertuples(index=False, name=None)
+    ] if extra_cols else "{}"
+    df["variant"] = df["loss"] + "|" + df["loss_params"] + "|" + df["variant_extras"]
+    cols = ["variant", "loss", "loss_params", "variant_extras", "base_loss"]
+    labels = {v: variant_label(lo, p, e, b) for v, lo, p, e, b in df[cols].drop_duplicates().itertuples(index=False)}
+    df["variant_label"] = df["variant"].map(labels)
+    return df
+
+
+def _logged(v: Any) -> Any:
+    """A logged param string back to a number where it is one."""
+    n = number(v) if isinstance(v, str) else None
+    return v if n is None else n
+
+
+def _seed_text(x: Any) -> str:
+    if is_missing(x):
+        return "?"
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    return str(int(f)) if f.is_integer() else str(x)
