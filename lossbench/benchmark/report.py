@@ -312,7 +312,7 @@ def bench_report(
         )
     try:
         from ..report import build_report
-        from ..report import collect
+        from ..report import runs as collect
     except ImportError as exc:  # the report is built by another part of lossbench
         raise LossbenchError(f"lossbench.report.build_report is not available ({exc}).") from None
     experiment = f"lossbench-benchmark-report-{runs}r-{epochs}e"
