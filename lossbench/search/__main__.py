@@ -75,19 +75,11 @@ def print_summary(outcomes: Sequence[LossOutcome], tracking_uri: str) -> None:
     first = outcomes[0]
     arrow = "higher is better" if first.direction == "maximize" else "lower is better"
     table = Table(title=f"Best {first.objective} per loss ({arrow}), validation split")
-    table.add_column("loss")
-    table.add_column(f"best {first.objective}", justify="right")
-    table.add_column("best parameters")
-    table.add_column("complete", justify="right")
-    table.add_column("pruned", justify="right")
-    table.add_column("failed", justify="right")
-    table.add_column("budget", justify="right")
-    table.add_column("study")
+    for name in ("loss", f"best {first.objective}", "best parameters", "complete", "pruned", "failed", "budget", "study"):
+        table.add_column(name, justify="left" if name in ("loss", "best parameters", "study") else "right")
     scored = [o for o in outcomes if o.best_value is not None]
-    top = None
-    if scored:
-        pick = max if first.direction == "maximize" else min
-        top = pick(scored, key=lambda o: o.best_value or 0.0).loss
+    pick = max if first.direction == "maximize" else min
+    top = pick(scored, key=lambda o: o.best_value).loss if scored else None
     for o in outcomes:
         value = f"{o.best_value:.4f}" if o.best_value is not None else "-"
         style = "bold green" if o.loss == top else None

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import math
 import os
 import socket
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -51,24 +53,8 @@ _NOT_IDENTITY = ("trainer.enable_progress_bar", "tracking.skip_finished")  # key
 HEARTBEAT_S, GRACE_S = 20, 60
 
 Printer = Callable[[str], None]
-
-
-def _print(line: str) -> None:
-    print(line, flush=True)
-
-
-@dataclass
-class TrialRecord:
-    """One trial run by this process."""
-
-    number: int
-    state: str  # COMPLETE | PRUNED | FAIL
-    value: float | None
-    params: dict[str, Any]
-    run_id: str | None
-    failure: str | None = None
-    message: str = ""
-    seconds: float = 0.0
+_print: Printer = functools.partial(print, flush=True)
+_ABSENT = object()
 
 
 @dataclass
@@ -90,7 +76,7 @@ class LossOutcome:
     best_params: dict[str, Any] = field(default_factory=dict)
     best_trial: int | None = None
     best_run_id: str | None = None
-    trials: list[TrialRecord] = field(default_factory=list)  # run by this process
+    trials: list[Any] = field(default_factory=list)  # the FrozenTrials this process ran
     timed_out: bool = False
     note: str = ""
 
@@ -101,7 +87,7 @@ class LossOutcome:
     @property
     def errors(self) -> int:
         """Trials of this process that failed with an error (not a divergence)."""
-        return sum(1 for t in self.trials if t.failure == S.FAILURE_ERROR)
+        return sum(1 for t in self.trials if t.user_attrs.get(ATTR_FAILURE) == S.FAILURE_ERROR)
 
 
 @dataclass
@@ -125,7 +111,7 @@ class LossPlan:
 def normalize_overrides(args: Sequence[str]) -> list[str]:
     """``loss=a,b`` (or ``choice``, ``glob``) and ``search.losses=a,b`` -> ``search.losses=[a,b]`` plus ``loss=a``.
 
-    A plain Hydra app refuses a sweep outside ``-m``; the search runs its losses itself.
+    A plain Hydra app refuses a sweep outside ``-m``; the search runs its losses itself. An unknown name is refused.
     """
     out: list[str] = []
     losses: list[str] | None = None
@@ -137,6 +123,9 @@ def normalize_overrides(args: Sequence[str]) -> list[str]:
             if losses is not None:
                 raise ParameterError("Name the losses once: either loss=a,b or search.losses=[a,b].")
             losses = ov.names(o, loss_choices())
+            unknown = [n for n in losses if n not in loss_choices()]
+            if unknown:  # a typo gets a did-you-mean
+                raise unknown_name("loss", unknown[0], loss_choices(), hint="List them with `python -m lossbench.losses`.")
             continue
         loss_given = loss_given or key == "loss"
         out.append(arg)
@@ -147,18 +136,8 @@ def normalize_overrides(args: Sequence[str]) -> list[str]:
     return out
 
 
-def listed_losses(overrides: Sequence[str]) -> list[str]:
-    """The names in a ``search.losses=[a,b]`` override, if any."""
-    found = [a for a in overrides if ov.key(a) == "search.losses"]
-    return ov.names(ov.parse(found[0]), loss_choices()) if found else []
-
-
 def _override_value(v: Any) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return repr(v) if isinstance(v, float) else str(v)
+    return json.dumps(v) if v is None or isinstance(v, bool) else repr(v) if isinstance(v, float) else str(v)
 
 
 def loss_choices() -> list[str]:
@@ -184,12 +163,10 @@ def compose_config(overrides: Sequence[str], loss: str | None = None) -> tuple[D
     if loss is not None and loss not in loss_choices():
         raise unknown_name("loss", loss, loss_choices(), hint=f"The loss configs live in {Path(CONFIG_DIR) / 'loss'}.")
     picked = [o for o in overrides if not (loss and ov.key(o) == "loss")] + ([f"loss={loss}"] if loss else [])
+    inside = GlobalHydra.instance().is_initialized()  # inside the Hydra app
     try:
-        if GlobalHydra.instance().is_initialized():  # inside the Hydra app
+        with contextlib.nullcontext() if inside else initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
             cfg = compose(config_name="search", overrides=picked, return_hydra_config=True)
-        else:
-            with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-                cfg = compose(config_name="search", overrides=picked, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as exc:
         if loss is None:
             raise LossbenchError(f"Cannot compose the config: {exc}") from None
@@ -220,15 +197,6 @@ def trial_config(cfg: DictConfig, params: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _has_key(cfg: Mapping[str, Any], key: str) -> bool:
-    node: Any = cfg
-    for part in key.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return False
-        node = node[part]
-    return True
-
-
 def make_plan(
     cfg: DictConfig, choice: str, settings: SearchSettings, command_line_keys: set[str], overrides: Sequence[str]
 ) -> LossPlan:
@@ -249,14 +217,13 @@ def make_plan(
         fixed |= {f"loss.{k}" for k, v in prepared.loss_params.items() if v != defaults.get(k)}
     full, space = loss_space(loss, settings), loss_space(loss, settings, fixed=fixed)
     for key in space:
-        if not key.startswith("loss.") and not _has_key(base, key):
+        if not key.startswith("loss.") and OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
             raise ParameterError(
                 f"search.space.{key}: the config has no key '{key}'. Search keys of the training config, "
                 "like optimizer.lr or optimizer.weight_decay (print them with --cfg job)."
             )
     held = f" (held fixed: {', '.join(sorted(full))})" if full else ""
-    flat = tracking.flatten(base)
-    identity = {k: v for k, v in flat.items() if k not in space and k not in _NOT_IDENTITY}
+    identity = {k: v for k, v in tracking.flatten(base).items() if k not in space and k not in _NOT_IDENTITY}
     return LossPlan(
         loss=choice,
         cfg=cfg,
@@ -293,33 +260,27 @@ def open_storage(spec: str, tracking_uri: str) -> Storage:
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-    mlflow_db = _sqlite_file(tracking_uri)
-    if "://" not in spec:
-        path = Path(spec).expanduser()
-        if mlflow_db is not None and path.resolve() == mlflow_db.resolve():
-            raise ParameterError(f"search.storage is the MLflow database ({spec}). Name another file.")
-        if path.is_dir():
-            raise ParameterError(f"search.storage {spec} is a directory; name a file, like {path / 'studies.journal'}.")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return Storage(spec, JournalStorage(JournalFileBackend(str(path))), str(path) + ".budget", journal=True)
-    db = _sqlite_file(spec)
-    if spec == tracking_uri or (db is not None and mlflow_db is not None and db.resolve() == mlflow_db.resolve()):
+    file, mlflow_db = _sqlite_file(spec) if "://" in spec else Path(spec).expanduser(), _sqlite_file(tracking_uri)
+    if spec == tracking_uri or (file is not None and mlflow_db is not None and file.resolve() == mlflow_db.resolve()):
         raise ParameterError(
             f"search.storage is the MLflow database ({spec}). Keep the Optuna studies apart: "
-            "drop search.storage for the default journal file, or name another database."
+            "drop search.storage for the default journal file, or name another file or database."
         )
-    if db is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
+    if file is not None and file.is_dir():
+        raise ParameterError(f"search.storage {spec} is a directory; name a file, like {file / 'studies.journal'}.")
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+    lock = str(file) + ".budget" if file is not None else None
+    if "://" not in spec:
+        return Storage(spec, JournalStorage(JournalFileBackend(str(file))), lock, journal=True)
     try:
-        storage = optuna.storages.RDBStorage(
-            spec, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S, heartbeat_stale_trial_callback=_retry
-        )
+        beats = {"heartbeat_interval": HEARTBEAT_S, "grace_period": GRACE_S, "heartbeat_stale_trial_callback": _retry}
+        return Storage(spec, optuna.storages.RDBStorage(spec, **beats), lock)
     except Exception as exc:  # noqa: BLE001 - a bad URL or an unreachable database
         raise LossbenchError(
             f"Cannot open the Optuna storage {spec}: {type(exc).__name__}: {exc}. Fix search.storage "
             "(a journal file path, or a database URL such as sqlite:///optuna.db)."
         ) from None
-    return Storage(spec, storage, str(db) + ".budget" if db is not None else None)
 
 
 @contextlib.contextmanager
@@ -327,14 +288,15 @@ def _budget_lock(path: str | None) -> Iterator[None]:
     """Serialise "count the trials, then ask" across the processes sharing a study file."""
     from optuna.storages.journal import JournalFileOpenLock
 
-    lock = JournalFileOpenLock(path) if path is not None else None
-    if lock is not None:
-        lock.acquire()
+    if path is None:  # a database server: no file to lock
+        yield
+        return
+    lock = JournalFileOpenLock(path)
+    lock.acquire()
     try:
         yield
     finally:
-        if lock is not None:
-            lock.release()
+        lock.release()
 
 
 def _sampler(seed: int, n: int) -> Any:
@@ -348,11 +310,8 @@ def open_study(plan: LossPlan, settings: SearchSettings, storage: Storage) -> An
     """Create the loss's study, or load it and check it was run with the same config."""
     import optuna
 
-    pruner = (
-        optuna.pruners.MedianPruner(n_startup_trials=settings.n_startup_trials, n_warmup_steps=settings.n_warmup_steps)
-        if settings.prune
-        else optuna.pruners.NopPruner()
-    )
+    median = optuna.pruners.MedianPruner(n_startup_trials=settings.n_startup_trials, n_warmup_steps=settings.n_warmup_steps)
+    pruner = median if settings.prune else optuna.pruners.NopPruner()
     try:
         study = optuna.create_study(
             storage=storage.storage, study_name=plan.study_name, direction=plan.direction, load_if_exists=True,
@@ -361,10 +320,7 @@ def open_study(plan: LossPlan, settings: SearchSettings, storage: Storage) -> An
     except Exception as exc:  # noqa: BLE001 - an unreadable journal, a database error
         raise LossbenchError(f"Cannot use the Optuna storage {storage.spec}: {type(exc).__name__}: {exc}") from None
     where = f"The study '{plan.study_name}' in {storage.spec}"
-    elsewhere = (
-        "Continue it with the same settings, or start another study with "
-        "search.study_name=<name> or search.storage=<file>."
-    )
+    elsewhere = "Continue it with the same settings, or start another study with search.study_name=<name> or search.storage=<file>."
     if study.direction.name.lower() != plan.direction:
         raise LossbenchError(
             f"{where} was run to {study.direction.name.lower()} its objective, but {plan.objective} is to "
@@ -391,20 +347,18 @@ def open_study(plan: LossPlan, settings: SearchSettings, storage: Storage) -> An
 
 
 # ---------------------------------------------------------------------------- budget and retries
-def _counts(trials: Sequence[Any]) -> dict[str, int]:
-    """complete / pruned / failed (budget-using) / running / uncounted trials of a study."""
+def _counts(trials: Sequence[Any]) -> Counter[str]:
+    """How many trials are complete, pruned, failed (using the budget), running, waiting, or uncounted."""
     from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
-    from optuna.trial import TrialState
 
-    replaced = {n for t in trials for n in Retry.retry_history(t)}
-    out = dict.fromkeys(("complete", "pruned", "failed", "running", "uncounted"), 0)
-    for t in trials:
-        if t.state == TrialState.FAIL:
-            uncounted = t.number in replaced or t.user_attrs.get(ATTR_FAILURE) in _UNCOUNTED
-            out["uncounted" if uncounted else "failed"] += 1
-        elif t.state.name.lower() in out:
-            out[t.state.name.lower()] += 1
-    return out
+    replaced = {n for t in trials for n in Retry.retry_history(t)}  # failed trials that run again
+
+    def kind(t: Any) -> str:
+        if t.state.name == "FAIL" and (t.number in replaced or t.user_attrs.get(ATTR_FAILURE) in _UNCOUNTED):
+            return "uncounted"
+        return "failed" if t.state.name == "FAIL" else t.state.name.lower()
+
+    return Counter(kind(t) for t in trials)
 
 
 def _used(trials: Sequence[Any]) -> int:
@@ -484,15 +438,17 @@ class _Judge:
     def __init__(self, trial: Any, monitor: str):
         self.trial, self.monitor = trial, monitor
         self.pruned_epoch: int | None = None
-        self.reported: dict[int, float] = {}
 
     def __call__(self, epoch: int, value: float) -> str | None:
         self.trial.report(value, epoch)
-        self.reported[epoch] = value
         if self.trial.should_prune():
             self.pruned_epoch = epoch
-            return f"pruned by Optuna after epoch {epoch} ({self.monitor}={value:.4g})"
+            return self.verdict(epoch, self.monitor, value)
         return None
+
+    @staticmethod
+    def verdict(epoch: int, monitor: str, value: float) -> str:
+        return f"pruned by Optuna after epoch {epoch} ({monitor}={value:.4g})"
 
 
 def _train_overrides(plan: LossPlan, params: Mapping[str, Any]) -> list[str]:
@@ -502,7 +458,7 @@ def _train_overrides(plan: LossPlan, params: Mapping[str, Any]) -> list[str]:
 def _run_trials(
     study: Any, storage: Storage, trials: Sequence[Any], plan: LossPlan, settings: SearchSettings,
     printer: Printer, extra_callbacks: Sequence[Any] = (),
-) -> list[TrialRecord]:
+) -> list[Any]:
     """Train trials of one study: one by one on Lightning (``search.batch_size=1``, or with extra
     Lightning callbacks), else as one stacked group; tell Optuna how each ended."""
     from optuna.storages._heartbeat import get_heartbeat_thread
@@ -538,31 +494,24 @@ def _run_trials(
                 if interrupted:
                     _retry(study, frozen)
         raise
-    seconds = (time.monotonic() - start) / max(1, len(trials))
-    records = []
+    seconds, done = (time.monotonic() - start) / max(1, len(trials)), []
     for i, t in enumerate(trials):
-        result, judge = results[i], judges.get(i)
-        if result.run_id:
-            t.set_user_attr(ATTR_RUN, result.run_id)
-        r = TrialRecord(t.number, "FAIL", None, dict(t.params), result.run_id, seconds=seconds, message=result.message)
-        value = result.metrics.get(S.METRIC_BEST_VAL) if result.status == "FINISHED" else None
+        r = results[i]
+        value = r.metrics.get(S.METRIC_BEST_VAL) if r.status == "FINISHED" else None
+        attrs = {ATTR_RUN: r.run_id} if r.run_id else {}
         if value is not None and math.isfinite(value):
-            study.tell(t, float(value))
-            r.state, r.value = "COMPLETE", float(value)
-        elif result.status == "FINISHED":
-            r.failure, r.message = "no_objective", f"no finite {plan.objective} in any epoch"
-        elif judge is not None and judge.pruned_epoch is not None and result.status == "KILLED":
-            study.tell(t, state=TrialState.PRUNED)
-            r.state, r.value = "PRUNED", judge.reported.get(judge.pruned_epoch)
+            state = TrialState.COMPLETE
+        elif i in judges and judges[i].pruned_epoch is not None and r.status == "KILLED":
+            state, value = TrialState.PRUNED, None
         else:
-            r.failure = result.failure or result.status.lower()
-        if r.state == "FAIL":
-            t.set_user_attr(ATTR_FAILURE, r.failure)
-            t.set_user_attr(ATTR_MESSAGE, r.message[:1000])
-            study.tell(t, state=TrialState.FAIL)
-        printer(_trial_line(plan, r))
-        records.append(r)
-    return records
+            state, value, finished = TrialState.FAIL, None, r.status == "FINISHED"
+            attrs[ATTR_FAILURE] = "no_objective" if finished else r.failure or r.status.lower()
+            attrs[ATTR_MESSAGE] = (f"no finite {plan.objective} in any epoch" if finished else r.message)[:1000]
+        for k, v in attrs.items():
+            t.set_user_attr(k, v)
+        done.append(study.tell(t, value, state=state))
+        printer(_trial_line(plan, done[-1], seconds))
+    return done
 
 
 def format_params(params: Mapping[str, Any]) -> str:
@@ -572,15 +521,16 @@ def format_params(params: Mapping[str, Any]) -> str:
     return " ".join(f"{k.removeprefix('loss.')}={one(v)}" for k, v in params.items()) or "-"
 
 
-def _trial_line(plan: LossPlan, r: TrialRecord) -> str:
-    run = f"run {r.run_id[:8]}" if r.run_id else "no run"
-    if r.state == "COMPLETE":
-        what = f"complete  {plan.objective}={r.value:.4g}"
-    elif r.state == "PRUNED":
-        what = f"pruned    {r.message}"
+def _trial_line(plan: LossPlan, t: Any, seconds: float) -> str:
+    run_id = t.user_attrs.get(ATTR_RUN)
+    if t.state.name == "COMPLETE":
+        what = f"complete  {plan.objective}={t.value:.4g}"
+    elif t.state.name == "PRUNED":
+        what = f"pruned    {_Judge.verdict(t.last_step, plan.objective, t.intermediate_values[t.last_step])}"
     else:
-        what = f"failed    {r.failure}: {r.message}"
-    return f"{plan.loss}  #{r.number}  {what}  [{format_params(r.params)}]  ({run}, {r.seconds:.1f} s)"
+        what = f"failed    {t.user_attrs.get(ATTR_FAILURE)}: {t.user_attrs.get(ATTR_MESSAGE, '')}"
+    run = f"run {run_id[:8]}" if run_id else "no run"
+    return f"{plan.loss}  #{t.number}  {what}  [{format_params(t.params)}]  ({run}, {seconds:.1f} s)"
 
 
 def search_loss(
@@ -631,21 +581,13 @@ def _fill(outcome: LossOutcome, study: Any) -> None:
 
 def best_summary(outcome: LossOutcome, plan: LossPlan) -> dict[str, Any]:
     """What ``best_params.json`` holds: the best trial and how to train with its parameters."""
+    o = outcome
     return {
-        "loss": outcome.loss,
-        "study": outcome.study_name,
-        "storage": outcome.storage,
-        "objective": outcome.objective,
-        "direction": outcome.direction,
-        "best_value": outcome.best_value,
-        "best_params": outcome.best_params,
-        "best_trial": outcome.best_trial,
-        "mlflow_run_id": outcome.best_run_id,
-        "train_command": "python -m lossbench " + " ".join(_train_overrides(plan, outcome.best_params)),
-        "trials": {"complete": outcome.complete, "pruned": outcome.pruned, "failed": outcome.failed, "budget": outcome.budget},
-        "search_space": outcome.space,
-        "fixed": outcome.fixed,
-        "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "loss": o.loss, "study": o.study_name, "storage": o.storage, "objective": o.objective, "direction": o.direction,
+        "best_value": o.best_value, "best_params": o.best_params, "best_trial": o.best_trial, "mlflow_run_id": o.best_run_id,
+        "train_command": "python -m lossbench " + " ".join(_train_overrides(plan, o.best_params)),
+        "trials": {"complete": o.complete, "pruned": o.pruned, "failed": o.failed, "budget": o.budget},
+        "search_space": o.space, "fixed": o.fixed, "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
 
@@ -679,10 +621,7 @@ def run_search(
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    overrides = normalize_overrides(overrides)
-    for name in listed_losses(overrides):  # before composing: a typo gets a did-you-mean
-        if name not in loss_choices():
-            raise unknown_name("loss", name, loss_choices(), hint="List them with `python -m lossbench.losses`.")
+    overrides = normalize_overrides(overrides)  # checks the names listed, before composing
     first, first_choice = compose_config(overrides)
     settings = SearchSettings.from_config(OmegaConf.to_container(first.search, resolve=True) if "search" in first else None)  # type: ignore[arg-type]
     choices = list(settings.losses) or [first_choice]
