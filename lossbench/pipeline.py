@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from . import __version__
 from . import schema as S
 from . import tracking
+from .constraints import Interval
 from .errors import LossbenchError, ParameterError, unknown_name
 
 log = logging.getLogger("lossbench")
@@ -226,6 +227,18 @@ class Prepared:
         return self.variant or self.loss_name
 
 
+_SEED = Interval(int, 0, 2**32 - 1, "both")  # numpy's seed range
+_POSITIVE = Interval(float, 0, math.inf, "neither")
+_RUN_CHECKS = {
+    "trainer.max_epochs": Interval(int, 1),
+    "trainer.min_epochs": Interval(int, 0),
+    "optimizer.weight_decay": Interval(float, 0),
+    "optimizer.momentum": Interval(float, 0),
+    "scheduler.T_max": Interval(int, 1),
+    "scheduler.step_size": Interval(int, 1),
+}
+
+
 def prepare(cfg: DictConfig | Mapping[str, Any]) -> Prepared:
     """Everything up to (not including) training. Every user mistake surfaces here."""
     from .losses import validation
@@ -236,9 +249,12 @@ def prepare(cfg: DictConfig | Mapping[str, Any]) -> Prepared:
     for key in ("loss", "data", "model", "optimizer", "trainer", "tracking"):
         if key not in c or c[key] is None:
             raise LossbenchError(f"The config has no '{key}' node. Choose one with {key}=<name>.")
-    seed = c.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ParameterError(f"seed must be a non-negative integer, got {seed!r}.")
+    seed = _SEED.check("seed", c.get("seed", 0))
+    for key, constraint in _RUN_CHECKS.items():  # checked before anything is built or recorded
+        group, _, name = key.partition(".")
+        node = c.get(group) or {}
+        if node.get(name) is not None:
+            constraint.check(key, node[name])
 
     seed_everything(seed)
     data_name, data_cfg = _split_name(c["data"], "data")
@@ -256,9 +272,7 @@ def prepare(cfg: DictConfig | Mapping[str, Any]) -> Prepared:
 
     opt_cfg = dict(c["optimizer"])
     opt_name = opt_cfg.pop("name", "optimizer")
-    lr = opt_cfg.get("lr")
-    if not isinstance(lr, int | float) or isinstance(lr, bool) or not (lr > 0 and math.isfinite(lr)):
-        raise ParameterError(f"optimizer.lr must be a positive number, got {lr!r}.")
+    _POSITIVE.check("optimizer.lr", opt_cfg.get("lr"))
     opt_cfg["_partial_"] = True
     optimizer = _instantiate("optimizer", opt_name, opt_cfg)
     sched_cfg = c.get("scheduler")

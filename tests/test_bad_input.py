@@ -54,8 +54,12 @@ CATALOGUE = [
     ("data-param-bad-value", ["loss=huber", *REG, "data.outlier_type=sideways"], "outlier_type"),
     ("data-param-unknown", ["loss=huber", *REG, "+data.n_sampels=5"], "Did you mean 'n_samples'?"),
     ("model-does-not-fit-data", ["model=cnn", "data=imbalanced"], "cnn"),
-    ("seed-negative", ["seed=-1"], "seed must be a non-negative integer"),
-    ("lr-not-positive", ["optimizer.lr=-0.1"], "optimizer.lr must be a positive number"),
+    ("seed-negative", ["seed=-1"], "seed must be an int in [0, 4294967295]. Got -1"),
+    ("seed-too-large", ["seed=4294967296"], "seed must be an int in [0, 4294967295]"),
+    ("lr-not-positive", ["optimizer.lr=-0.1"], "optimizer.lr must be a float in (0, inf). Got -0.1"),
+    ("max-epochs-zero", ["trainer.max_epochs=0"], "trainer.max_epochs must be an integer >= 1. Got 0"),
+    ("max-epochs-forever", ["trainer.max_epochs=-1"], "trainer.max_epochs must be an integer >= 1. Got -1"),
+    ("weight-decay-negative", ["optimizer.weight_decay=-0.01"], "optimizer.weight_decay must be a float in [0, inf). Got -0.01"),
     ("csv-missing", ["data=csv", "data.path={tmp}/nope.csv", "data.target=y", "loss=mse"], "nope.csv"),
     ("csv-empty", ["data=csv", "data.path={empty_csv}", "data.target=y", "loss=mse"], "empty"),
     ("csv-no-target-column", ["data=csv", "data.path={csv_ok}", "data.target=why", "loss=mse"], "why"),
@@ -117,7 +121,7 @@ def run_main(argv: list[str], cwd: Path, capsys) -> tuple[int, str]:
     from lossbench.__main__ import main
 
     old_argv, old_cwd = sys.argv, os.getcwd()
-    sys.argv = ["lossbench", *argv, "trainer.max_epochs=1", "hydra.run.dir=" + str(cwd / "outputs")]
+    sys.argv = ["lossbench", "trainer.max_epochs=1", "hydra.run.dir=" + str(cwd / "outputs"), *argv]  # argv wins
     os.chdir(cwd)
     env_uri = os.environ.pop("MLFLOW_TRACKING_URI", None)
     try:
