@@ -7,9 +7,9 @@ values, fixed start times and no randomness. It covers regression and classifica
 several losses, hyperparameter variants and seeds, a named loss config (label_smoothing),
 combinations, a normalisation sweep, a swept data setting, diverged, errored, killed and
 unfinished runs, a seed re-run after a failure, a run some other tool logged, and every
-verdict. Only what truly varies is normalised: the store's temporary path, the time the
-report was generated, the package version, and the figures' bytes (their names are
-compared). A deliberate change to the report: regenerate with
+verdict. The Markdown, the HTML and summary.json are compared. Only what truly varies is
+normalised: the store's temporary path, the time the report was generated, the package
+version, and the figures' bytes (their names are compared). A deliberate change to the report: regenerate with
 ``LOSSBENCH_UPDATE_GOLDEN=1 python -m pytest tests/test_report_golden.py`` and commit the
 diff of tests/golden/ with the reason.
 """
@@ -290,6 +290,30 @@ def _check(name: str, got: str) -> None:
 def test_report_matches_the_golden(report: tuple[Path, str], name: str) -> None:
     out, uri = report
     _check(name, normalise((out / name).read_text(encoding="utf-8"), uri))
+
+
+def _rounded(x: Any) -> Any:
+    """Floats to 9 significant digits: the last bits of a p-value may differ between scipy builds."""
+    if isinstance(x, float):
+        return float(f"{x:.9g}")
+    if isinstance(x, dict):
+        return {k: _rounded(v) for k, v in x.items()}
+    return [_rounded(v) for v in x] if isinstance(x, list) else x
+
+
+def test_summary_json_matches_the_golden(report: tuple[Path, str]) -> None:
+    out, _ = report
+    data = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    _check("summary.json", json.dumps(_rounded(data), indent=2) + "\n")
+    # what issue 10 asks of it, per scenario
+    scen = {s["name"]: s for s in data["scenarios"]}
+    outliers = scen["regression_outliers(normalize=standard, outlier_fraction=0.2)"]
+    assert outliers["recommended"]["label"] == "huber(delta=0.5)" and outliers["verdict"] == "significant"
+    assert outliers["runner_up"] == "combo" and outliers["objective"] == "test_rmse"
+    best, *rest = outliers["ranking"]
+    assert best["loss"] == "huber" and best["ci"][0] < best["mean"] < best["ci"][1]
+    assert all(r["p_adjusted"] < 0.05 and r["vs_best"] == "worse" for r in rest)
+    assert scen["digits_lt"]["recommended"] is None and scen["digits_lt"]["verdict"] == "all_failed"
 
 
 def test_figure_names_match_the_golden(report: tuple[Path, str]) -> None:

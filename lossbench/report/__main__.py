@@ -41,7 +41,7 @@ def _app(cfg: DictConfig) -> None:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     print(f"Report on experiment '{cfg.tracking.experiment_name}' written to {paths.out_dir}:")
-    for path in (paths.html, paths.markdown):
+    for path in (paths.html, paths.markdown, paths.summary):
         if path is not None:
             print(f"  {path}")
     if paths.figures:

@@ -1,4 +1,4 @@
-"""``build_report``: MLflow experiment in; HTML and Markdown report out."""
+"""``build_report``: MLflow experiment in; HTML, Markdown and summary.json out."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ class ReportPaths:
     html: Path | None
     markdown: Path | None
     figures: tuple[Path, ...]
+    summary: Path | None = None
 
 
 def curve_runs(analysis: Analysis, limit: int) -> dict[tuple[str, str], str]:
@@ -54,8 +55,9 @@ def build_report(
 ) -> ReportPaths:
     """Read ``experiment_name`` from the MLflow store at ``tracking_uri`` and write the report.
 
-    Writes ``report.html`` (figures embedded), ``report.md`` (figures linked) and the figures
-    as PNG files under ``out_dir/figures``. Raises :class:`LossbenchError` for an unknown or empty experiment or a
+    Writes ``report.html`` (figures embedded), ``report.md`` (figures linked), ``summary.json``
+    (each scenario's recommendation and ranking, as data) and the figures as PNG files under
+    ``out_dir/figures``. Raises :class:`LossbenchError` for an unknown or empty experiment or a
     store that does not exist.
     """
     fmts = check_formats(formats)
@@ -87,7 +89,7 @@ def _build(
     from . import sections
     from .analysis import analyze
     from .charts import FIGURE_PREFIXES, FigureSink
-    from .render import render
+    from .render import render, write_summary
     from .scenarios import scenario_settings, short_labels
 
     analysis = analyze(table, alpha=float(alpha))
@@ -121,8 +123,9 @@ def _build(
         "appendix": sections.section_appendix(analysis, sink) if appendix else None,
     }
     written = render(context, out, fmts)
+    summary = write_summary(analysis, names, out)
     _remove_stale_figures(out / "figures", set(sink.paths), FIGURE_PREFIXES)
-    return ReportPaths(out, written.get("html"), written.get("md"), tuple(sink.paths))
+    return ReportPaths(out, written.get("html"), written.get("md"), tuple(sink.paths), summary)
 
 
 def _remove_stale_figures(folder: Path, keep: set[Path], prefixes: tuple[str, ...]) -> None:

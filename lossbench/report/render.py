@@ -1,17 +1,24 @@
-"""Write the report's content as HTML (self-contained) and Markdown, with jinja2 templates."""
+"""Write the report: its content as HTML (self-contained) and Markdown through jinja2 templates,
+and its conclusions as data in ``summary.json``."""
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 
 from ..errors import LossbenchError
 
+if TYPE_CHECKING:
+    from .analysis import Analysis
+
 FORMATS = {"html": "report.html", "md": "report.md"}
 TEMPLATES = {"html": "report.html.j2", "md": "report.md.j2"}
+SUMMARY = "summary.json"
 
 
 def _md_cell(value: Any) -> str:
@@ -53,3 +60,43 @@ def render(context: Mapping[str, Any], out_dir: Path, formats: Sequence[str]) ->
         path.write_text(text, encoding="utf-8")
         out[fmt] = path
     return out
+
+
+def _plain(x: Any) -> Any:
+    """JSON-ready: NaN as null, tuples as lists, enums as their values."""
+    if isinstance(x, float):
+        return None if math.isnan(x) else x
+    if isinstance(x, Mapping):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_plain(v) for v in x]
+    return getattr(x, "value", x)
+
+
+def summary_data(analysis: Analysis, names: Mapping[str, str]) -> dict[str, Any]:
+    """Per scenario: the recommended loss, the verdict and its reasons, the runner-up, the objective,
+    and the ranking with means, 95% CIs and Holm-adjusted p-values against the best."""
+    scenarios = []
+    for s in analysis.scenarios:
+        rec = s.recommendation
+        ranking = [
+            {"rank": r.rank, "loss": r.loss, "label": r.chosen.label, "mean": r.chosen.ci[0], "ci": r.chosen.ci[1:],
+             "seeds_finished": r.chosen.n_finished, "seeds": r.chosen.n_seeds, "diff_vs_best": r.mean_diff,
+             "p_value": r.p_value, "p_adjusted": r.p_adjusted, "vs_best": r.comparison}
+            for r in s.losses
+        ]
+        scenarios.append({
+            "scenario": s.scenario, "name": names.get(s.scenario, s.scenario), "task": s.task,
+            "objective": s.metric, "mode": s.mode,
+            "recommended": {"loss": rec.loss, "label": rec.label, "params": rec.params} if rec.loss else None,
+            "verdict": rec.verdict, "runner_up": rec.runner_up, "tied": rec.tied,
+            "reasons": [{"why": r.why, "losses": r.losses, "n": r.n, "value": r.value} for r in rec.reasons],
+            "ranking": ranking,
+        })
+    return _plain({"alpha": analysis.scenarios[0].alpha if analysis.scenarios else None, "scenarios": scenarios})
+
+
+def write_summary(analysis: Analysis, names: Mapping[str, str], out_dir: Path) -> Path:
+    path = out_dir / SUMMARY
+    path.write_text(json.dumps(summary_data(analysis, names), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    return path
