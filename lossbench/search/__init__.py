@@ -10,7 +10,9 @@ a run's best validation value, never a test metric. See :mod:`lossbench.search.s
 from __future__ import annotations
 
 from .space import LR_DIMENSION, SearchSettings, loss_space
-from .study import ARTIFACT_BEST, TAG_BEST, LossOutcome, best_summary, compose_config, normalize_overrides, run_search, trial_config
+from .study import (
+    ARTIFACT_BEST, TAG_BEST, LossOutcome, best_summary, compose_config, normalize_overrides, run_search, trial_config,
+)
 
 __all__ = [
     "ARTIFACT_BEST", "LR_DIMENSION", "TAG_BEST", "LossOutcome", "SearchSettings", "best_summary", "compose_config",

@@ -1,17 +1,10 @@
 """``python -m lossbench.search [search.losses=[a,b,...]] data=<name> [search.n_trials=N] [key=value ...]``
 
-Tune each loss's hyperparameters with Optuna, the same number of trials per loss, then
-print each loss's best validation value and parameters. ``loss=a,b`` is shorthand for
-``search.losses=[a,b]``; with neither, the one ``loss`` chosen is searched. Every
-``python -m lossbench`` override works (data, model, trainer, ...); a loss parameter set
-on the command line (``loss.gamma=1``) is held fixed. The options are the ``search``
-node (``--cfg job`` prints it): ``n_trials``, ``storage``, ``study_name``, ``seed``,
-``pruner.{enabled,n_startup_trials,n_warmup_steps}``, ``timeout``, ``tune_lr``, ``space``.
-
-Re-run the same command to continue the studies up to ``search.n_trials``; run it in
-several terminals to share the trials. A user's mistake prints one message and exits with
-status 2 (``LOSSBENCH_DEBUG=1`` shows the traceback); Ctrl-C exits with 130; a trial
-that failed with an error (not a divergence) makes the exit status 1.
+Tune each loss's hyperparameters with Optuna, the same number of trials per loss, and print
+each loss's best validation value and parameters. ``loss=a,b`` (or ``choice``, ``glob``) is
+shorthand for ``search.losses=[a,b]``; every ``python -m lossbench`` override works; the
+options are the ``search`` node (``--cfg job`` prints it). Exit status: 2 for a user's mistake
+(``LOSSBENCH_DEBUG=1`` shows the traceback), 130 after Ctrl-C, 1 if a trial failed with an error.
 """
 
 from __future__ import annotations
@@ -48,11 +41,8 @@ def _app(cfg: DictConfig) -> None:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
-        print(
-            "\nInterrupted: the running trial is recorded as KILLED in MLflow; run the same command "
-            "again to run it anew and continue the studies.",
-            file=sys.stderr,
-        )
+        again = "run the same command again to run it anew and continue the studies."
+        print(f"\nInterrupted: the running trial is recorded as KILLED in MLflow; {again}", file=sys.stderr)
         raise SystemExit(130) from None
     print_summary(outcomes, str(cfg.tracking.uri))
     if any(o.errors for o in outcomes):  # a trial failed with an error (not a divergence)

@@ -188,10 +188,9 @@ def trial_config(cfg: DictConfig, params: Mapping[str, Any]) -> dict[str, Any]:
     c = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
     if "search" in c:
         del c["search"]
-    for key, value in params.items():
+    quiet = {"trainer.enable_progress_bar": False, "tracking.skip_finished": False}  # every trial is a new run
+    for key, value in {**params, **quiet}.items():
         OmegaConf.update(c, key, value, merge=False, force_add=True)
-    OmegaConf.update(c, "trainer.enable_progress_bar", False, force_add=True)
-    OmegaConf.update(c, "tracking.skip_finished", False, force_add=True)  # every trial is a new run
     out = OmegaConf.to_container(c, resolve=True)
     assert isinstance(out, dict)
     return out
@@ -310,8 +309,10 @@ def open_study(plan: LossPlan, settings: SearchSettings, storage: Storage) -> An
     """Create the loss's study, or load it and check it was run with the same config."""
     import optuna
 
-    median = optuna.pruners.MedianPruner(n_startup_trials=settings.n_startup_trials, n_warmup_steps=settings.n_warmup_steps)
-    pruner = median if settings.prune else optuna.pruners.NopPruner()
+    pruner = (
+        optuna.pruners.MedianPruner(n_startup_trials=settings.n_startup_trials, n_warmup_steps=settings.n_warmup_steps)
+        if settings.prune else optuna.pruners.NopPruner()
+    )
     try:
         study = optuna.create_study(
             storage=storage.storage, study_name=plan.study_name, direction=plan.direction, load_if_exists=True,
@@ -320,7 +321,9 @@ def open_study(plan: LossPlan, settings: SearchSettings, storage: Storage) -> An
     except Exception as exc:  # noqa: BLE001 - an unreadable journal, a database error
         raise LossbenchError(f"Cannot use the Optuna storage {storage.spec}: {type(exc).__name__}: {exc}") from None
     where = f"The study '{plan.study_name}' in {storage.spec}"
-    elsewhere = "Continue it with the same settings, or start another study with search.study_name=<name> or search.storage=<file>."
+    elsewhere = (
+        "Continue it with the same settings, or start another study with search.study_name=<name> or search.storage=<file>."
+    )
     if study.direction.name.lower() != plan.direction:
         raise LossbenchError(
             f"{where} was run to {study.direction.name.lower()} its objective, but {plan.objective} is to "
@@ -329,7 +332,7 @@ def open_study(plan: LossPlan, settings: SearchSettings, storage: Storage) -> An
     attrs = study.user_attrs
     space = json.loads(json.dumps(plan.space))
     if ATTR_CONFIG not in attrs:
-        for k, v in {ATTR_LOSS: plan.loss, ATTR_OBJECTIVE: plan.objective, ATTR_SPACE: space, ATTR_CONFIG: plan.identity}.items():
+        for k, v in ((ATTR_LOSS, plan.loss), (ATTR_OBJECTIVE, plan.objective), (ATTR_SPACE, space), (ATTR_CONFIG, plan.identity)):
             study.set_user_attr(k, v)
         return study
     if attrs.get(ATTR_LOSS) != plan.loss:
@@ -391,8 +394,8 @@ def _alive(pid: Any) -> bool:
     return True
 
 
-def _fail_stale(study: Any, storage: Storage, printer: Printer, loss: str) -> list[int]:
-    """Fail the trials that a dead worker left RUNNING and queue each again; return their numbers.
+def _fail_stale(study: Any, storage: Storage, plan: LossPlan, experiment_id: str, printer: Printer) -> None:
+    """Fail the trials that a dead worker left RUNNING and queue each again; their MLflow runs end KILLED.
 
     Called between batches, under the budget lock, so no trial of this process is running.
     """
@@ -400,6 +403,8 @@ def _fail_stale(study: Any, storage: Storage, printer: Printer, loss: str) -> li
     from optuna.trial import TrialState
 
     running = {t.number: t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING}
+    if not running:
+        return
     if not storage.journal:
         optuna.storages.fail_stale_trials(study)  # by heartbeat; calls _retry for each
     else:
@@ -410,24 +415,18 @@ def _fail_stale(study: Any, storage: Storage, printer: Printer, loss: str) -> li
             w = t.user_attrs.get(ATTR_WORKER) or {}
             if w.get("host") == me["host"] and (w.get("pid") == me["pid"] or not _alive(w.get("pid"))):
                 _retry(study, study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True))
-    stale = [t.number for t in study.get_trials(deepcopy=False) if t.number in running and t.state == TrialState.FAIL]
-    for n in stale:
-        pid = (running[n].user_attrs.get(ATTR_WORKER) or {}).get("pid")
-        printer(f"{loss}  #{n}  was left running by a stopped worker (pid {pid}); it runs again")
-    return stale
+    client = tracking.client(str(plan.cfg.tracking.uri))
+    for t in study.get_trials(deepcopy=False):
+        if t.number in running and t.state == TrialState.FAIL:
+            pid = (running[t.number].user_attrs.get(ATTR_WORKER) or {}).get("pid")
+            printer(f"{plan.loss}  #{t.number}  was left running by a stopped worker (pid {pid}); it runs again")
+            flt = f"tags.{S.TAG_STUDY} = {_filter_value(plan.study_name)} and tags.{S.TAG_TRIAL} = '{t.number}'"
+            for run in client.search_runs([experiment_id], filter_string=f"{flt} and attributes.status = 'RUNNING'"):
+                client.set_terminated(run.info.run_id, "KILLED")  # as an interrupted run ends
 
 
 def _filter_value(s: str) -> str:
     return f'"{s}"' if "'" in s else f"'{s}'"
-
-
-def _end_orphan_runs(uri: str, experiment_id: str, study_name: str, numbers: Sequence[int]) -> None:
-    """The MLflow runs that stale trials left RUNNING end as KILLED, like an interrupted run."""
-    client = tracking.client(uri)
-    for n in numbers:
-        flt = f"tags.{S.TAG_STUDY} = {_filter_value(study_name)} and tags.{S.TAG_TRIAL} = '{n}'"
-        for run in client.search_runs([experiment_id], filter_string=f"{flt} and attributes.status = 'RUNNING'"):
-            client.set_terminated(run.info.run_id, "KILLED")
 
 
 # ---------------------------------------------------------------------------- trials
@@ -478,7 +477,8 @@ def _run_trials(
         with contextlib.ExitStack() as beats:  # heartbeats, on a database storage
             for t in trials:
                 beats.enter_context(get_heartbeat_thread(t._trial_id, storage.storage))
-            jobs = [(i, trial_config(plan.cfg, t.params), " ".join(_train_overrides(plan, t.params))) for i, t in enumerate(trials)]
+            jobs = [(i, trial_config(plan.cfg, t.params), " ".join(_train_overrides(plan, t.params)))
+                    for i, t in enumerate(trials)]
             tags = {i: {S.TAG_STUDY: study.study_name, S.TAG_TRIAL: t.number} for i, t in enumerate(trials)}
             engine = "sequential" if settings.batch_size == 1 or extra_callbacks else "batched"
             results = run_jobs(jobs, multirun=False, engine=engine, tags=tags, on_epoch=judges, callbacks=alone)
@@ -551,15 +551,13 @@ def search_loss(
     while not (deadline is not None and time.monotonic() >= deadline):
         batch: list[Any] = []
         with _budget_lock(storage.lock_path):
-            stale = _fail_stale(study, storage, printer, plan.loss)
+            _fail_stale(study, storage, plan, experiment_id, printer)
             trials = study.get_trials(deepcopy=False)
             for _ in range(max(0, min(1 if callbacks else settings.batch_size, plan.budget - _used(trials)))):
                 # reseeded per trial number: the same trials whatever the batch size or workers
                 study.sampler = _sampler(settings.seed, len(trials) + len(batch))
                 batch.append(study.ask(dists))
                 batch[-1].set_user_attr(ATTR_WORKER, _worker())
-        if stale:
-            _end_orphan_runs(str(plan.cfg.tracking.uri), experiment_id, plan.study_name, stale)
         if not batch:
             break
         outcome.trials.extend(_run_trials(study, storage, batch, plan, settings, printer, callbacks))
@@ -623,7 +621,8 @@ def run_search(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     overrides = normalize_overrides(overrides)  # checks the names listed, before composing
     first, first_choice = compose_config(overrides)
-    settings = SearchSettings.from_config(OmegaConf.to_container(first.search, resolve=True) if "search" in first else None)  # type: ignore[arg-type]
+    node = OmegaConf.to_container(first.search, resolve=True) if "search" in first else None
+    settings = SearchSettings.from_config(node)  # type: ignore[arg-type]
     choices = list(settings.losses) or [first_choice]
     cfgs = {c: first if c == first_choice else compose_config(overrides, c)[0] for c in choices}
     check_loss_keys(list(dict.fromkeys(str(c.loss.name) for c in cfgs.values())), settings)
