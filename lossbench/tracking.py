@@ -7,16 +7,19 @@ the same experiment at once corrupt the store or misfile runs.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +153,52 @@ def find_finished(uri: str, experiment_id: str, chash: str) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
+_HELD: list[int] = []  # signals that arrived while a store write was open
+_DEPTH = [0]
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM while a store write is open, and deliver them after it.
+
+    A KeyboardInterrupt raised inside MLflow's SQLAlchemy write is not rolled back (it
+    catches ``Exception`` only), so the pooled connection keeps SQLite's write lock and
+    every later write, the run's end included, fails with "database is locked".
+    """
+    if _DEPTH[0] or threading.current_thread() is not threading.main_thread():
+        _DEPTH[0] += 1
+        try:
+            yield
+        finally:
+            _DEPTH[0] -= 1
+        return
+    old = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(sig)
+        if handler is not None:  # None: installed outside Python, left alone
+            old[sig] = signal.signal(sig, lambda signum, frame: _HELD.append(signum))
+    _DEPTH[0] += 1
+    try:
+        yield
+    finally:
+        _DEPTH[0] -= 1
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        held = list(dict.fromkeys(_HELD))
+        _HELD.clear()
+        for sig in held:  # now, to whatever handles it outside the write
+            signal.raise_signal(sig)
+
+
+def _deferring(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        with signals_deferred():
+            return method(*args, **kwargs)
+
+    return wrapped
+
+
 def metrics_at(rows: Sequence[tuple[int, Mapping[str, float]]]) -> list[Any]:
     """MLflow metrics from ``(step, {key: value})`` rows, all stamped now."""
     from mlflow.entities import Metric
@@ -172,6 +221,7 @@ class Run:
         self._client = client(uri)
 
     @classmethod
+    @_deferring
     def start(
         cls, uri: str, experiment_id: str, name: str, tags: Mapping[str, Any], params: Mapping[str, Any]
     ) -> Run:
@@ -186,6 +236,7 @@ class Run:
             c.log_batch(run.run_id, params=items[i : i + 100])
         return run
 
+    @_deferring
     def log_metrics(self, metrics: Sequence[Any], *, tags: Mapping[str, Any] | None = None) -> None:
         """MLflow metrics (and tags, with the first batch) in as few batches as MLflow allows."""
         from mlflow.entities import RunTag
@@ -197,6 +248,7 @@ class Run:
                 self._client.log_batch(self.run_id, metrics=chunk, tags=tag_items)
                 tag_items = []
 
+    @_deferring
     def log_files(self, files: Mapping[str, Any]) -> None:
         """Small artifacts in one upload: text as is, anything else as JSON."""
         import tempfile
@@ -213,9 +265,11 @@ class Run:
             else:
                 self._client.log_artifacts(self.run_id, tmp)
 
+    @_deferring
     def log_figure(self, fig: Any, name: str) -> None:
         self._client.log_figure(self.run_id, fig, name)
 
+    @_deferring
     def end(
         self,
         status: str,
@@ -263,6 +317,7 @@ __all__ = [
     "flatten",
     "git_commit",
     "metrics_at",
+    "signals_deferred",
     "sweep_runs",
     "ui_command",
 ]

@@ -159,3 +159,37 @@ def test_parallel_workers_on_a_fresh_store_lose_nothing(tmp_path, attempt):
         ).fetchall()
     assert rows == [("parallel", "FINISHED", 4)], rows  # none lost, none in Default
     assert "done: 4 finished" in r.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_inside_a_store_write_waits_for_the_write(mlflow_uri, sig):
+    """Ctrl-C or SIGTERM landing inside MLflow's SQL write is held until the write is done:
+    raised inside it, it left SQLite's write lock held and the run RUNNING for good."""
+    import sqlalchemy
+
+    exp = tracking.ensure_experiment(mlflow_uri, "signals-in-writes")
+    run = tracking.Run.start(mlflow_uri, exp, "r", {}, {})
+    engine = tracking.client(mlflow_uri)._tracking_client.store.engine
+    fired: list[int] = []
+
+    def signal_now(*args):
+        if not fired:  # the first statement of the write
+            fired.append(sig)
+            os.kill(os.getpid(), sig)
+
+    def terminate(signum, frame):
+        raise pipeline.Interrupted(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, terminate)  # as a run installs it
+    sqlalchemy.event.listen(engine, "before_cursor_execute", signal_now)
+    try:
+        with pytest.raises((KeyboardInterrupt, pipeline.Interrupted)):
+            run.log_metrics(tracking.metrics_at([(0, {"m": 1.0}), (1, {"m": 0.5})]))
+    finally:
+        sqlalchemy.event.remove(engine, "before_cursor_execute", signal_now)
+        signal.signal(signal.SIGTERM, old)
+    assert fired == [sig]
+    run.end("KILLED")  # the store is not left locked
+    got = tracking.client(mlflow_uri).get_run(run.run_id)
+    assert got.info.status == "KILLED"
+    assert [h.value for h in tracking.client(mlflow_uri).get_metric_history(run.run_id, "m")] == [1.0, 0.5]
