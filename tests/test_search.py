@@ -143,13 +143,19 @@ def test_a_range_outside_what_the_loss_takes_is_refused():
 
 
 def test_loss_comma_list_becomes_search_losses():
-    expected = ["data=imbalanced", "search.losses=[focal,ldam]", "loss=focal"]
+    expected = ["search.losses=[focal,ldam]", "loss=focal", "data=imbalanced"]
     assert normalize_overrides(["loss=focal,ldam", "data=imbalanced"]) == expected
+    assert normalize_overrides(["loss=choice(focal,ldam)", "data=imbalanced"]) == expected
     assert normalize_overrides(["search.losses=focal,ldam"]) == ["search.losses=[focal,ldam]", "loss=focal"]
-    assert normalize_overrides(["search.losses=[focal,ldam]", "loss=ldam"]) == ["loss=ldam", "search.losses=[focal,ldam]"]
+    assert normalize_overrides(["search.losses=[focal,ldam]", "loss=ldam"]) == ["search.losses=[focal,ldam]", "loss=ldam"]
     assert normalize_overrides(["loss=focal", "loss.gamma=1"]) == ["loss=focal", "loss.gamma=1"]
+    # a glob, read by Hydra's parser, names the loss configs it matches; the list stays before the flags
+    globbed = normalize_overrides(["loss=glob(*focal*)", "data=imbalanced", "--cfg", "job"])
+    assert globbed == ["search.losses=[binary_focal,focal]", "loss=binary_focal", "data=imbalanced", "--cfg", "job"]
     with pytest.raises(LossbenchError, match="once"):
         normalize_overrides(["loss=focal,ldam", "search.losses=[mse]"])
+    with pytest.raises(LossbenchError, match="Did you mean 'ldam'"):
+        normalize_overrides(["loss=focal,ldamm"])
 
 
 # ---------------------------------------------------------------------------- studies

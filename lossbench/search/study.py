@@ -115,7 +115,7 @@ def normalize_overrides(args: Sequence[str]) -> list[str]:
     """
     out: list[str] = []
     losses: list[str] | None = None
-    loss_given = False
+    loss_given, at = False, 0
     for arg in args:
         o = ov.parse(arg) if ov.is_override(arg) else None
         key = o.key_or_group if o is not None else ""
@@ -126,13 +126,12 @@ def normalize_overrides(args: Sequence[str]) -> list[str]:
             unknown = [n for n in losses if n not in loss_choices()]
             if unknown:  # a typo gets a did-you-mean
                 raise unknown_name("loss", unknown[0], loss_choices(), hint="List them with `python -m lossbench.losses`.")
+            at = len(out)  # in its place: after a flag such as --cfg job, Hydra would not read it
             continue
         loss_given = loss_given or key == "loss"
         out.append(arg)
     if losses:
-        out.append(f"search.losses=[{','.join(losses)}]")
-        if not loss_given:
-            out.append(f"loss={losses[0]}")
+        out[at:at] = [f"search.losses=[{','.join(losses)}]"] + ([] if loss_given else [f"loss={losses[0]}"])
     return out
 
 
