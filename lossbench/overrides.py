@@ -46,6 +46,7 @@ def parse(arg: str) -> Any:
         ) from None
 
 
+@functools.lru_cache(maxsize=4096)  # Hydra's parser takes a few ms an override
 def key(arg: str) -> str:
     """The config key or group an override sets (``loss.gamma`` for ``+loss.gamma=1``); '' for a flag."""
     return parse(arg).key_or_group if is_override(arg) else ""
