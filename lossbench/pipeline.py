@@ -447,17 +447,20 @@ def run(
 
     tags = run_tags(p, chash, sweep_id=sweep_id, overrides=overrides, extra_tags={S.TAG_ENGINE: "sequential", **(extra_tags or {})})
     params = run_params(p)
-    run = tracking.Run.start(uri, exp_id, result.run_name, tags, params)
-    result.run_id = run.run_id
+    run: tracking.Run | None = None
     try:
-        _train(p, run, result, multirun=multirun, quiet=quiet, callbacks=callbacks or [])
+        with _sigterm_as_interrupt():  # from the run's creation on, SIGTERM ends it KILLED like Ctrl-C
+            with tracking.signals_deferred():  # a signal during the creation arrives once run is known
+                run = tracking.Run.start(uri, exp_id, result.run_name, tags, params)
+                result.run_id = run.run_id
+            _train(p, run, result, multirun=multirun, quiet=quiet, callbacks=callbacks or [])
     except KeyboardInterrupt:
-        if result.status == "RUNNING":  # interrupted outside fit (setup, test, logging)
+        if run is not None and result.status == "RUNNING":  # interrupted outside fit (setup, test, logging)
             result.status = "KILLED"
             run.end("KILLED")
         raise
     except BaseException:
-        if result.status == "RUNNING":  # anything _train did not record
+        if run is not None and result.status == "RUNNING":  # anything _train did not record
             result.status, result.failure = "FAILED", S.FAILURE_ERROR
             run.end("FAILED", {S.TAG_FAILURE: S.FAILURE_ERROR}, artifacts={S.ARTIFACT_TRACEBACK: traceback.format_exc()})
         raise
