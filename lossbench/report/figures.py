@@ -45,6 +45,24 @@ def _new(width: float = 6.4, height: float = 3.6, layout: str | None = "constrai
     return fig
 
 
+def _grid(n: int, row_height: float) -> tuple[Figure, list[Any], int]:
+    """Small multiples without a layout engine (fixed margins): the figure, its ``n`` visible axes, the columns."""
+    ncols = min(3, max(n, 1))
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(4.2 * ncols, row_height * nrows + 0.9), dpi=DPI)
+    FigureCanvasAgg(fig)
+    axs = list(fig.subplots(nrows, ncols, squeeze=False).flat)
+    for ax in axs[n:]:
+        ax.set_visible(False)
+    return fig, axs[:n], ncols
+
+
+def _better(metric: str, mode: str) -> str:
+    from .words import direction
+
+    return f"{metric} ({direction(mode)})"
+
+
 def _fixed_margins(fig: Figure, legend_width: float = 0.0) -> None:
     """Margins in inches, no layout engine: much faster than constrained layout for plain axes."""
     w, h = fig.get_size_inches()
@@ -93,7 +111,7 @@ def ranking(
         ax.text(0.02, len(failed) - 1 - i, "all runs failed", transform=ax.get_yaxis_transform(), color=FAILED, va="center")
     ax.set_yticks(list(ys) + list(range(len(failed))[::-1]), list(labels) + list(failed))
     ax.set_ylim(-0.7, n - 0.3)
-    ax.set_xlabel(f"{metric} ({'higher' if mode == 'max' else 'lower'} is better)\nmean and 95% CI over seeds")
+    ax.set_xlabel(_better(metric, mode) + "\nmean and 95% CI over seeds")
     ax.grid(axis="x", alpha=0.3)
     return fig
 
@@ -123,7 +141,7 @@ def against_axis(
             color=(colors or {}).get(loss),
         )
     ax.set_xlabel(axis + (f"  ({note})" if note else ""))
-    ax.set_ylabel(f"{metric} ({'higher' if mode == 'max' else 'lower'} is better)")
+    ax.set_ylabel(_better(metric, mode))
     ax.grid(alpha=0.3)
     _legend_right(ax, fig, len(series))
     _fixed_margins(fig, legend_width=1.6)
@@ -169,16 +187,9 @@ def curves_grid(
     Drawn without a layout engine (fixed margins): it is the report's largest figure.
     """
     n = len(panels)
-    ncols = min(3, max(n, 1))
-    nrows = math.ceil(n / ncols)
-    fig = Figure(figsize=(4.2 * ncols, 2.7 * nrows + 0.9), dpi=DPI)
-    FigureCanvasAgg(fig)
-    axs = fig.subplots(nrows, ncols, squeeze=False)
+    fig, axes, ncols = _grid(n, 2.7)
     seen: dict[str, Any] = {}
-    for k, ax in enumerate(axs.flat):
-        if k >= n:
-            ax.set_visible(False)
-            continue
+    for k, ax in enumerate(axes):
         title, hist = panels[k]
         for key, h in hist.items():
             (line,) = ax.plot(
@@ -209,19 +220,11 @@ def sensitivity_grid(
     Drawn without a layout engine, like :func:`curves_grid`.
     """
     n = len(panels)
-    ncols = min(3, max(n, 1))
-    nrows = math.ceil(n / ncols)
-    fig = Figure(figsize=(4.2 * ncols, 2.8 * nrows + 0.9), dpi=DPI)
-    FigureCanvasAgg(fig)
-    axs = fig.subplots(nrows, ncols, squeeze=False)
-    scenarios = sorted({name for _, _, lines, _ in panels for name in lines})
-    colors = color_map(scenarios)
+    fig, axes, ncols = _grid(n, 2.8)
+    colors = color_map(sorted({name for _, _, lines, _ in panels for name in lines}))
     seen: dict[str, Any] = {}
     plain = FuncFormatter(lambda v, _: f"{v:g}")
-    for k, ax in enumerate(axs.flat):
-        if k >= n:
-            ax.set_visible(False)
-            continue
+    for k, ax in enumerate(axes):
         title, param, lines, log = panels[k]
         for name, pts in lines.items():
             pts = sorted(pts, key=lambda p: p.x)
@@ -242,7 +245,7 @@ def sensitivity_grid(
         ax.tick_params(labelsize="x-small")
         ax.grid(alpha=0.3)
         if k % ncols == 0:
-            ax.set_ylabel(f"{metric} ({'higher' if mode == 'max' else 'lower'} is better)", fontsize="small")
+            ax.set_ylabel(_better(metric, mode), fontsize="small")
     top = 1 - 0.75 / fig.get_figheight()
     w, h = fig.get_size_inches()
     fig.subplots_adjust(left=0.85 / w, right=1 - 0.15 / w, bottom=0.55 / h, top=top, hspace=0.7, wspace=0.3)
