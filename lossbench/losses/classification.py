@@ -116,38 +116,21 @@ def _hard_ce(
     ignore_index: int | None,
     reduction: str,
 ) -> torch.Tensor:
-    """Cross-entropy with torch's conventions, on checked, already upcast logits.
+    """Cross-entropy with torch's conventions, on checked, already upcast logits, and
+    ``weight`` (if any) already in their dtype: torch's fused kernel.
 
     Per sample ``(1 - eps) w_y (-log p_y) + (eps / C) sum_c w_c (-log p_c)``, zero for
     ignored samples; ``"mean"`` divides the sum by ``sum w_y`` over the kept samples
     (by their number when unweighted).
     """
-    if weight is None or weight.dtype == logits.dtype:  # torch's fused kernel: the same definition
-        return F.cross_entropy(
-            logits,
-            target,
-            weight=weight,
-            ignore_index=-100 if ignore_index is None else ignore_index,
-            label_smoothing=float(label_smoothing),
-            reduction=reduction,
-        )
-    logp = torch.log_softmax(logits, dim=1)
-    valid = None if ignore_index is None else target != ignore_index
-    t = target if valid is None else target.masked_fill(~valid, 0)
-    loss = -logp.gather(1, t.unsqueeze(1)).squeeze(1)
-    w_t = None if weight is None else weight[t]
-    if w_t is not None:
-        loss = w_t * loss
-    if label_smoothing:
-        smooth = -(logp.sum(dim=1) if weight is None else (logp * weight).sum(dim=1))
-        loss = (1.0 - label_smoothing) * loss + (label_smoothing / logits.shape[1]) * smooth
-    if valid is not None:
-        loss = loss.masked_fill(~valid, 0.0)
-    if reduction != "mean" or (w_t is None and valid is None):
-        return reduce(loss, reduction)
-    if w_t is None:
-        return loss.sum() / valid.sum()
-    return loss.sum() / (w_t if valid is None else w_t.masked_fill(~valid, 0.0)).sum()
+    return F.cross_entropy(
+        logits,
+        target,
+        weight=weight,
+        ignore_index=-100 if ignore_index is None else ignore_index,
+        label_smoothing=float(label_smoothing),
+        reduction=reduction,
+    )
 
 
 def _cross_entropy(
