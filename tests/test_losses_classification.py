@@ -255,6 +255,26 @@ def test_binary_focal_matches_torchvision(gamma: float, alpha: float | None, sca
             close(out, expected, rtol=1e-9)
 
 
+def test_binary_focal_with_soft_targets_matches_torchvision() -> None:
+    """Soft targets in (0, 1): torchvision's mixtures p_t = p t + (1 - p)(1 - t), alpha_t likewise."""
+    x, _ = binary_data(3.0, shape=(N, 3))
+    t = torch.rand(N, 3, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    t[0] = torch.tensor([0.0, 1.0, 0.5], dtype=torch.float64)
+    for gamma in (0.5, 2.0):
+        for reduction in REDUCTIONS:
+            expected = sigmoid_focal_loss(x, t, alpha=0.25, gamma=gamma, reduction=reduction)
+            close(cls.binary_focal_loss(x, t, alpha=0.25, gamma=gamma, reduction=reduction), expected, rtol=1e-9)
+
+
+@pytest.mark.parametrize("gap", [10.0, 30.0, 80.0])
+def test_binary_focal_keeps_full_precision_as_p_t_goes_to_one(gap: float) -> None:
+    """For a confident positive, 1 - p_t is sigma(-x) itself, not 1 - sigma(x) (which rounds to
+    0 in float64 past x ~ 37, where torchvision's loss becomes exactly 0)."""
+    x = torch.tensor([gap], dtype=torch.float64)
+    out = cls.binary_focal_loss(x, torch.ones_like(x), alpha=None, gamma=2.0, reduction="none")
+    np.testing.assert_allclose(out.numpy(), [expit(-gap) ** 2 * -log_expit(gap)], rtol=1e-12)
+
+
 # --------------------------------------------------------------------------- class-count losses
 def test_weighted_ce_weights_by_hand() -> None:
     counts = [1, 4, 16]

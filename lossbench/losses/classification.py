@@ -74,10 +74,14 @@ def _focal_factor(one_minus_p: torch.Tensor, gamma: float | torch.Tensor) -> tor
     """``(1 - p)^gamma`` with finite gradients for every ``gamma >= 0``.
 
     ``u^gamma`` has the derivative ``gamma u^(gamma-1)``, infinite at ``u = 0`` when
-    ``gamma < 1``. The base is clamped at the smallest normal number of its dtype, which
-    keeps that derivative finite; below the clamp the loss it multiplies is itself below
-    that number, so the value does not change measurably. ``gamma = 0`` gives exactly 1.
+    ``gamma < 1``. There the base is clamped at the smallest normal number of its dtype,
+    which keeps that derivative finite; below the clamp the loss it multiplies is itself
+    below that number, so the value does not change measurably. For a number ``gamma >= 1``
+    the derivative is finite as it is, and the clamp (a pass over the tensor, forward and
+    backward) is skipped. ``gamma = 0`` gives exactly 1.
     """
+    if isinstance(gamma, int | float) and gamma >= 1:
+        return one_minus_p.pow(gamma)
     return one_minus_p.clamp_min(torch.finfo(one_minus_p.dtype).tiny).pow(gamma)
 
 
@@ -96,10 +100,20 @@ def _class_input(name: str, pred: torch.Tensor, target: torch.Tensor) -> tuple[t
     return x, target.long()
 
 
-def _log_prob_target(name: str, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``log p_y`` per sample, from logits ``(N, C)`` and labels ``(N,)``."""
-    x, t = _class_input(name, pred, target)
-    return torch.log_softmax(x, dim=1).gather(1, t.unsqueeze(1)).squeeze(1)
+def _nll(x: torch.Tensor, t: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """``-w_y log p_y`` per sample (``w = 1`` without weights), on checked logits and labels.
+
+    torch's fused cross-entropy, the same number as ``-log_softmax(x).gather(1, y)`` with
+    a cheaper backward. Labels are in range here (checked, or the data was checked up
+    front); a label outside ``[0, C)`` still fails inside the kernel, except ``-100``,
+    which torch's default ``ignore_index`` turns into a 0.
+    """
+    return F.cross_entropy(x, t, weight=weight, reduction="none")
+
+
+def _ce_per_sample(name: str, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``-log p_y`` per sample, from logits ``(N, C)`` and labels ``(N,)``."""
+    return _nll(*_class_input(name, pred, target))
 
 
 def _binary_input(name: str, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -310,8 +324,8 @@ def focal_loss(
     ``1 - p_y`` is computed as ``-expm1(log p_y)``, accurate as ``p_y -> 1``.
     """
     x, t = _class_input("focal", pred, target)
-    logp_t = torch.log_softmax(x, dim=1).gather(1, t.unsqueeze(1)).squeeze(1)
-    loss = -_focal_factor(-torch.expm1(logp_t), gamma) * logp_t
+    ce = _nll(x, t)  # -log p_y
+    loss = _focal_factor(-torch.expm1(-ce), gamma) * ce
     if isinstance(alpha, torch.Tensor) and alpha.dim() == 0:  # a scalar held in a buffer
         loss = alpha.to(loss.dtype) * loss
     elif isinstance(alpha, int | float):
@@ -435,16 +449,14 @@ def _class_balanced(
     x, t = _class_input("class_balanced", pred, target)
     w = _per_class("class_balanced", "class_counts", weights, x)
     if base == "cross_entropy":
-        per = -torch.log_softmax(x, dim=1).gather(1, t.unsqueeze(1)).squeeze(1)
-    else:
-        # one-vs-all: z is the logit of the correct side of each class's binary problem
-        positive = F.one_hot(t, x.shape[1]).to(torch.bool)
-        z = torch.where(positive, x, -x)
-        elementwise = -F.logsigmoid(z)
-        if base == "focal":
-            elementwise = _focal_factor(torch.sigmoid(-z), gamma) * elementwise
-        per = elementwise.sum(dim=1)
-    return reduce(w[t] * per, reduction)
+        return reduce(_nll(x, t, w), reduction)  # w_y (-log p_y), the weight applied in the fused kernel
+    # one-vs-all: z is the logit of the correct side of each class's binary problem
+    positive = F.one_hot(t, x.shape[1]).to(torch.bool)
+    z = torch.where(positive, x, -x)
+    elementwise = -F.logsigmoid(z)
+    if base == "focal":
+        elementwise = _focal_factor(torch.sigmoid(-z), gamma) * elementwise
+    return reduce(w[t] * elementwise.sum(dim=1), reduction)
 
 
 def class_balanced_loss(
@@ -735,8 +747,8 @@ class BalancedSoftmaxLoss(nn.Module):
 )
 def gce_loss(pred: torch.Tensor, target: torch.Tensor, *, q: float = 0.7, reduction: str = "mean") -> torch.Tensor:
     """``(1 - p_y^q) / q``, computed as ``-expm1(q log p_y) / q`` (exact as ``q -> 0``)."""
-    logp_t = _log_prob_target("gce", pred, target)
-    return reduce(-torch.expm1(q * logp_t) / q, reduction)
+    ce = _ce_per_sample("gce", pred, target)  # -log p_y
+    return reduce(-torch.expm1(-q * ce) / q, reduction)
 
 
 @register_loss(
@@ -768,9 +780,9 @@ def sce_loss(
     the authors' released code clamps the one-hot at 1e-4 before a natural log, i.e.
     ``A ≈ -9.21``, which is the same loss with ``beta`` scaled by 2.3.)
     """
-    logp_t = _log_prob_target("sce", pred, target)
-    rce = -RCE_LOG_ZERO * -torch.expm1(logp_t)
-    return reduce(alpha * -logp_t + beta * rce, reduction)
+    ce = _ce_per_sample("sce", pred, target)  # -log p_y
+    rce = -RCE_LOG_ZERO * -torch.expm1(-ce)
+    return reduce(alpha * ce + beta * rce, reduction)
 
 
 @register_loss(
@@ -793,8 +805,8 @@ def poly_loss(
     pred: torch.Tensor, target: torch.Tensor, *, epsilon: float = 1.0, reduction: str = "mean"
 ) -> torch.Tensor:
     """``-log p_y + epsilon (1 - p_y)``."""
-    logp_t = _log_prob_target("poly", pred, target)
-    return reduce(-logp_t + epsilon * -torch.expm1(logp_t), reduction)
+    ce = _ce_per_sample("poly", pred, target)  # -log p_y
+    return reduce(ce - epsilon * torch.expm1(-ce), reduction)
 
 
 # --------------------------------------------------------------------------- binary / multi-label
@@ -891,14 +903,18 @@ def binary_focal_loss(
     alike (half the unweighted loss); this function also takes ``alpha=None`` for no
     weighting at all (torchvision spells it ``alpha=-1``). The same as
     :func:`torchvision.ops.sigmoid_focal_loss`, whose ``"mean"`` is over all elements.
+    The cross-entropy factor is torch's fused ``binary_cross_entropy_with_logits``, as
+    there; for a confident negative (``y = 0``, ``f << 0``) its value is exact to the
+    rounding of ``f``, not to its own size (both tiny next to the loss's scale).
     """
     x, t = _binary_input("binary_focal", pred, target)
-    ce = t * -F.logsigmoid(x) + (1.0 - t) * -F.logsigmoid(-x)
-    one_minus_pt = torch.sigmoid(x) * (1.0 - t) + torch.sigmoid(-x) * t
-    loss = _focal_factor(one_minus_pt, gamma) * ce
-    if alpha is not None:
-        loss = (alpha * t + (1.0 - alpha) * (1.0 - t)) * loss
-    return reduce(loss, reduction)
+    # alpha_t = alpha t + (1 - alpha)(1 - t), a function of the target only: bce's fused weight
+    alpha_t = None if alpha is None else t.mul(2.0 * alpha - 1.0).add_(1.0 - alpha)
+    ce = F.binary_cross_entropy_with_logits(x, t, weight=alpha_t, reduction="none")
+    # 1 - p_t = sigma(x) (1 - t) + sigma(-x) t; lerp is exact at t = 0 and t = 1, and sigma(-x)
+    # (not 1 - sigma(x)) keeps full relative precision when p_t -> 1
+    one_minus_pt = torch.lerp(torch.sigmoid(x), torch.sigmoid(-x), t)
+    return reduce(_focal_factor(one_minus_pt, gamma) * ce, reduction)
 
 
 @register_loss(
