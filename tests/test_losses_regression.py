@@ -150,6 +150,23 @@ def test_rmse_gradient_at_a_perfect_prediction_is_zero_not_nan():
     assert torch.equal(pred.grad, torch.zeros_like(pred))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_rmse_at_a_perfect_prediction_is_below_the_smallest_normal_root(dtype, reduction):
+    """The root of 0 is computed as the root of the dtype's smallest normal number, which
+    keeps the gradient 0 without adding a node to the graph: 1e-19 in float32, not 0."""
+    target = torch.randn(5, dtype=dtype)
+    value = call("rmse", target.clone(), target, reduction)
+    assert 0.0 < value.item() <= math.sqrt(torch.finfo(dtype).tiny) * (1 + 1e-6)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_rmse_of_a_nan_prediction_is_nan(reduction):
+    """A diverged model's NaN must reach the loss (the trainer stops the run on it), not read as 0."""
+    pred = torch.tensor([float("nan"), 1.0], requires_grad=True)
+    assert torch.isnan(call("rmse", pred, torch.zeros(2), reduction))
+
+
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("q", [0.05, 0.3, 0.5, 0.9])
 def test_quantile_matches_sklearn_pinball(q, reduction):

@@ -25,6 +25,7 @@ from ._common import check_same_shape, reduce
 Number = float | torch.Tensor
 
 _LOG2 = math.log(2.0)
+_FULL = (torch.float32, torch.float64)  # dtypes computed as they are
 
 
 # --------------------------------------------------------------------------- helpers
@@ -38,6 +39,8 @@ def _residual(name: str, pred: torch.Tensor, target: torch.Tensor) -> torch.Tens
 def _pair(name: str, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``pred``, ``target`` in the working dtype, for torch's fused kernels (no copy when already there)."""
     check_same_shape(name, pred, target)
+    if pred.dtype == target.dtype and pred.dtype in _FULL:  # the common case, without the dtype arithmetic
+        return pred, target
     dtype = torch.promote_types(torch.promote_types(pred.dtype, target.dtype), torch.float32)
     return pred.to(dtype), target.to(dtype)
 
@@ -49,10 +52,19 @@ def _like(value: Number, ref: torch.Tensor) -> torch.Tensor:
     return ref.new_full((), float(value))
 
 
-def _safe_sqrt(x: torch.Tensor) -> torch.Tensor:
-    """sqrt with gradient 0 (a subgradient) at 0 instead of inf * 0 = NaN."""
-    pos = x > 0
-    return torch.where(pos, torch.where(pos, x, torch.ones_like(x)).sqrt(), torch.zeros_like(x))
+def _safe_root(square: torch.Tensor) -> torch.Tensor:
+    """The root of a freshly computed mean or sum of squares, with gradient 0 (a
+    subgradient) where it is 0, instead of ``inf * 0 = NaN``.
+
+    The square is raised in place, outside autograd (``detach`` shares its storage), to
+    the smallest normal number of its dtype before the root. Nothing at or above that
+    number changes; the root's backward then divides by ``sqrt(tiny)`` instead of 0, and
+    the squares' own backward multiplies that by the residuals, which are all 0 there. So a
+    perfect prediction costs ``sqrt(tiny)`` (1e-19 in float32) with gradient exactly 0, and
+    NaN stays NaN. Unlike a clamp inside autograd, it adds no node to the graph.
+    """
+    square.detach().clamp_min_(torch.finfo(square.dtype).tiny)
+    return square.sqrt()
 
 
 def _pos(name: str, search: Search, help: str, default: float = 1.0) -> Param:
@@ -86,12 +98,14 @@ def rmse_loss(pred: torch.Tensor, target: torch.Tensor, *, reduction: str = "mea
 
     ``"mean"``: root of the mean squared error over all elements. ``"sum"``: the
     Euclidean norm of the residual, ``sqrt(sum r^2)``. ``"none"``: per element, like
-    every regression loss, the root of each squared residual, ``|r|``.
+    every regression loss, the root of each squared residual, ``|r|``. A perfect
+    prediction gives ``sqrt(tiny)`` of the dtype (1e-19 in float32) and gradient 0 (see
+    :func:`_safe_root`).
     """
     p, t = _pair("rmse", pred, target)
     if reduction == "none":
         return (p - t).abs()
-    return _safe_sqrt(F.mse_loss(p, t, reduction=reduction))
+    return _safe_root(F.mse_loss(p, t, reduction=reduction))
 
 
 @register_loss(
