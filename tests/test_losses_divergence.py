@@ -150,6 +150,24 @@ def test_finite_values_and_gradients_with_extreme_logits_and_exact_zeros(name, s
     assert torch.isfinite(logits.grad).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_kl_div_with_minus_infinite_logits_where_the_target_is_zero(dtype):
+    """A class masked out with a -inf logit has log q = -inf; where the target is 0 there too,
+    its term is 0 (not 0 * -inf = NaN), and the rest is the KL over the other classes."""
+    logits, target = inputs(dtype=dtype)
+    logits[1, 1] = logits[1, 4] = -math.inf  # row 1's target is 0 at classes 1 and 4
+    logits.requires_grad_(True)
+    for reduction in REDUCTIONS:
+        out = call("kl_div", logits, target, reduction)
+        kept = [0, 2, 3]
+        want = F.kl_div(F.log_softmax(logits[1, kept].detach(), dim=0), target[1, kept], reduction="sum")
+        row = out[1] if reduction == "none" else call("kl_div", logits[1:2], target[1:2], "sum")
+        torch.testing.assert_close(row.detach(), want)
+        assert torch.isfinite(out).all()
+    out.sum().backward()
+    assert torch.isfinite(logits.grad).all()
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_source_document_trap_zero_target_entries_give_no_nan(name):
     """The source document's KL code computes t log(t / p) directly: NaN at t = 0."""
