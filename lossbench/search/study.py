@@ -414,14 +414,15 @@ def _fail_stale(study: Any, storage: Storage, plan: LossPlan, experiment_id: str
             w = t.user_attrs.get(ATTR_WORKER) or {}
             if w.get("host") == me["host"] and (w.get("pid") == me["pid"] or not _alive(w.get("pid"))):
                 _retry(study, study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True))
-    client = tracking.client(str(plan.cfg.tracking.uri))
+    uri = str(plan.cfg.tracking.uri)
+    client = tracking.client(uri)
     for t in study.get_trials(deepcopy=False):
         if t.number in running and t.state == TrialState.FAIL:
             pid = (running[t.number].user_attrs.get(ATTR_WORKER) or {}).get("pid")
             printer(f"{plan.loss}  #{t.number}  was left running by a stopped worker (pid {pid}); it runs again")
             flt = f"tags.{S.TAG_STUDY} = {_filter_value(plan.study_name)} and tags.{S.TAG_TRIAL} = '{t.number}'"
             for run in client.search_runs([experiment_id], filter_string=f"{flt} and attributes.status = 'RUNNING'"):
-                client.set_terminated(run.info.run_id, "KILLED")  # as an interrupted run ends
+                tracking.Run(uri, run.info.run_id).end("KILLED")  # as an interrupted run ends
 
 
 def _filter_value(s: str) -> str:
