@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import sys
+import time
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -218,6 +220,10 @@ def main() -> None:
     except LossbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    if any(a in ("-m", "--multirun") for a in argv) and not any(a.lstrip("+").startswith("hydra.sweep.dir=") for a in argv):
+        # Hydra's default names a sweep by the second it started: two sweeps started together
+        # would share a folder and a sweep id, and count each other's runs
+        sys.argv.append(f"hydra.sweep.dir=multirun/{time.strftime('%Y-%m-%d/%H-%M-%S')}-{secrets.token_hex(2)}")
     _app()  # a status other than 0 leaves as SystemExit: from the run, or from the sweep's summary
 
 

@@ -86,6 +86,23 @@ def test_a_sweep_goes_on_past_failed_jobs_lists_them_and_exits_non_zero(tmp_path
     assert by_loss["focal"].info.status == "FAILED" and by_loss["focal"].data.tags[S.TAG_FAILURE] == "error"
 
 
+@pytest.mark.slow
+def test_two_sweeps_started_together_keep_their_own_ids_and_summaries(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking.ensure_experiment(uri, "together")  # the store exists before the two start
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "LOSSBENCH_DEBUG")}
+    args = [sys.executable, "-m", "lossbench", "-m", *REG, "seed=0,1", "trainer.max_epochs=1",
+            "tracking.experiment_name=together"]
+    procs = [subprocess.Popen([*args, f"optimizer.lr={lr}"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for lr in (0.01, 0.02)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    for _, err in outs:
+        assert "done: 2 finished" in err, err[-2000:]
+    sweeps = {r.data.tags[S.TAG_SWEEP] for r in runs_in(uri, "together")}
+    assert len(sweeps) == 2 and len(list((tmp_path / "multirun").glob("*/*"))) == 2
+
+
 # ------------------------------------------------------------------ interruption
 
 
