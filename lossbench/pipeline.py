@@ -321,12 +321,15 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def skip_if_finished(result: RunResult, c: Mapping[str, Any], chash: str) -> bool:
-    """With ``tracking.skip_finished`` (the default), mark ``result`` SKIPPED when a run of
-    this config hash already FINISHED in its experiment; whichever engine would train it."""
+    """Before a config trains, whichever engine trains it: its runs left RUNNING by a process
+    that is gone are ended KILLED; and with ``tracking.skip_finished`` (the default),
+    ``result`` is marked SKIPPED when a run of this config hash already FINISHED."""
+    assert result.experiment_id is not None
+    runs = tracking.runs_of_config(result.tracking_uri, result.experiment_id, chash)
+    tracking.settle_stuck(result.tracking_uri, runs)
     if not c["tracking"].get("skip_finished", True):
         return False
-    assert result.experiment_id is not None
-    done = tracking.find_finished(result.tracking_uri, result.experiment_id, chash)
+    done = runs[0].info.run_id if runs and runs[0].info.status == "FINISHED" else None
     if done:
         result.status, result.run_id = "SKIPPED", done
         result.message = f"already FINISHED as run {done} (tracking.skip_finished=false runs it again)"
@@ -358,6 +361,7 @@ def run_tags(
         S.TAG_OVERRIDES: overrides or None,
         S.TAG_SWEEP: sweep_id,
         S.TAG_CONFIG_HASH: chash,
+        S.TAG_OWNER: tracking.owner(),
         S.TAG_SCENARIO: scenario_key(p.data_name, p.cfg["data"]),
         S.TAG_OBJECTIVE: info.objective,
         S.TAG_OBJECTIVE_MODE: info.objective_mode,

@@ -47,6 +47,8 @@ TAG_PRUNED_EPOCH = "pruned_epoch"
 TAG_ENGINE = "engine"  # "sequential" (one Lightning run) | "batched" (trained in a stacked group)
 TAG_GROUP = "engine_group"  # batched: the group's id, shared by the runs trained together
 TAG_GROUP_SIZE = "engine_group_size"
+TAG_OWNER = "owner"  # "host:pid" of the process that trains the run, to tell a stuck run from a live one
+TAG_SETTLED = "settled"  # why lossbench marked a stuck run KILLED
 
 METRIC_BEST_VAL = "best_val_objective"
 

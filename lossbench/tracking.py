@@ -143,14 +143,40 @@ def git_commit() -> str | None:
         return None
 
 
-def find_finished(uri: str, experiment_id: str, chash: str) -> str | None:
-    """The id of a FINISHED run with this config hash in the experiment, if any."""
-    runs = client(uri).search_runs(
-        [experiment_id],
-        filter_string=f"tags.{S.TAG_CONFIG_HASH} = '{chash}' and attributes.status = 'FINISHED'",
-        max_results=1,
-    )
-    return runs[0].info.run_id if runs else None
+def owner() -> str:
+    """``host:pid`` of this process, tagged on the runs it trains."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_gone(tag: str | None) -> bool | None:
+    """Whether the process named by an owner tag has ended: None when it ran on another host."""
+    host, _, pid = (tag or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, someone else's
+        return False
+    return False
+
+
+def settle_stuck(uri: str, runs: Sequence[Any]) -> list[Any]:
+    """End KILLED the RUNNING runs among ``runs`` whose process on this host is gone."""
+    settled = []
+    for r in runs:
+        tag = r.data.tags.get(S.TAG_OWNER)
+        if r.info.status == "RUNNING" and owner_gone(tag):
+            Run(uri, r.info.run_id).end("KILLED", {S.TAG_SETTLED: f"its process {tag} ended without ending it"})
+            settled.append(r)
+    return settled
+
+
+def runs_of_config(uri: str, experiment_id: str, chash: str) -> list[Any]:
+    """The runs of one config hash in the experiment, any status (FINISHED first)."""
+    runs = client(uri).search_runs([experiment_id], filter_string=f"tags.{S.TAG_CONFIG_HASH} = '{chash}'", max_results=1000)
+    return sorted(runs, key=lambda r: r.info.status != "FINISHED")
 
 
 _HELD: list[int] = []  # signals that arrived while a store write was open
@@ -313,7 +339,10 @@ __all__ = [
     "client",
     "config_hash",
     "ensure_experiment",
-    "find_finished",
+    "owner",
+    "owner_gone",
+    "runs_of_config",
+    "settle_stuck",
     "flatten",
     "git_commit",
     "metrics_at",

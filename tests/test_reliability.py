@@ -127,6 +127,55 @@ def test_an_interrupted_run_is_recorded_killed_never_left_running(tmp_path, sig,
     assert tracking.client(uri).get_run(run_id).info.status == "KILLED"
 
 
+def test_a_run_left_running_by_kill_9_is_found_listed_and_settled(tmp_path, wait_until_training):
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "LOSSBENCH_DEBUG")}
+    args = [*REG, "trainer.max_epochs=100000", "tracking.experiment_name=stuck"]
+    proc = subprocess.Popen([sys.executable, "-m", "lossbench", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    try:
+        run_id = wait_until_training(uri, "stuck", proc)[0]
+    finally:
+        proc.kill()  # SIGKILL: nothing in the child can end its run
+        proc.wait()
+    assert tracking.client(uri).get_run(run_id).info.status == "RUNNING"
+
+    def runs_cli(*more: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "lossbench.runs", "--stuck", *more], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    listed = runs_cli()
+    assert listed.returncode == 0 and "1 run(s) RUNNING" in listed.stdout and "process gone" in listed.stdout
+    assert run_id in listed.stdout and "--stuck --settle" in listed.stdout
+    assert tracking.client(uri).get_run(run_id).info.status == "RUNNING"  # listing changes nothing
+
+    out = runs_cli("--settle").stdout
+    assert "settled 1 run(s) as KILLED" in out
+    settled = tracking.client(uri).get_run(run_id)
+    assert settled.info.status == "KILLED" and "ended without ending it" in settled.data.tags[S.TAG_SETTLED]
+    assert "0 run(s) RUNNING" in runs_cli().stdout
+
+
+def test_a_config_started_again_settles_its_own_stuck_run(compose, mlflow_uri):
+    from omegaconf import OmegaConf
+
+    cfg = compose(*REG, "trainer.max_epochs=1", "seed=7")
+    chash = tracking.config_hash(OmegaConf.to_container(cfg, resolve=True))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid whose process has ended
+    exp = tracking.ensure_experiment(mlflow_uri, str(cfg.tracking.experiment_name))
+    host = tracking.owner().rpartition(":")[0]
+    stuck = tracking.Run.start(mlflow_uri, exp, "stuck", {S.TAG_CONFIG_HASH: chash, S.TAG_OWNER: f"{host}:{dead.pid}"}, {})
+    alive = tracking.Run.start(mlflow_uri, exp, "alive", {S.TAG_CONFIG_HASH: chash, S.TAG_OWNER: tracking.owner()}, {})
+    elsewhere = tracking.Run.start(mlflow_uri, exp, "elsewhere", {S.TAG_CONFIG_HASH: chash, S.TAG_OWNER: "other-host:1"}, {})
+    r = pipeline.run(cfg)
+    assert r.status == "FINISHED", r.message
+    status = {x.run_id: tracking.client(mlflow_uri).get_run(x.run_id).info.status for x in (stuck, alive, elsewhere)}
+    assert status == {stuck.run_id: "KILLED", alive.run_id: "RUNNING", elsewhere.run_id: "RUNNING"}
+    for x in (alive, elsewhere):
+        x.end("KILLED")
+
+
 # ------------------------------------------------------------------ resume
 def test_rerunning_skips_finished_configs_unless_told_otherwise(compose, mlflow_uri):
     base = [*REG, "trainer.max_epochs=1"]
