@@ -23,27 +23,55 @@ def _read(path) -> dict:
 # ------------------------------------------------------------------------------------ losses
 def test_losses_times_every_loss_against_a_reference_that_agrees(tmp_path, capsys):
     out = tmp_path / "losses.json"
-    main(["losses", "--n", "64", "--rounds", "1", "--min-run-time", "0.001", "--json", str(out)])
+    main(["losses", "--n", "64", "--elements", "1280", "--rounds", "2", "--min-run-time", "0.001",
+          "--json", str(out)])
     data = _read(out)
-    rows = {r["name"]: r for r in data["results"]}
+    rows: dict[str, list[dict]] = {}
+    for r in data["results"]:
+        rows.setdefault(r["name"], []).append(r)
     assert set(rows) == set(list_losses())
-    for name, r in rows.items():
-        assert r["ours_us"] > 0 and r["reference_us"] > 0, name
-        assert math.isfinite(r["ratio"]) and r["ratio"] > 0, name
-        assert r["task"] in loss_info(name).tasks or name == "combo", name
-        if r["equivalent"]:
-            # the benchmark computed both values and found them equal before timing
-            assert r["max_rel_diff"] is not None and r["max_rel_diff"] < 1e-4, name
-            assert isinstance(r["within_goal"], bool)
-        else:
-            assert r["max_rel_diff"] is None and r["within_goal"] is None
-            assert r["reference"].startswith(("F.mse_loss", "F.cross_entropy", "F.binary_cross_entropy"))
+    for name, sizes in rows.items():
+        # both sizes, in one run: N = 64 rows, then 1280 elements (1280 residuals or 128 rows of 10 logits)
+        assert [r["n"] for r in sizes] == ([64, 1280] if sizes[0]["task"] == "regression" else [64, 128]), name
+        assert sizes[1]["elements"] == 1280, name
+        for r in sizes:
+            assert r["ours_us"] > 0 and r["reference_us"] > 0, name
+            assert r["ratio"] == pytest.approx(r["ours_us"] / r["reference_us"]), name  # fastest / fastest
+            assert math.isfinite(r["ratio_median"]) and r["ratio_median"] > 0, name
+            assert r["task"] in loss_info(name).tasks or name == "combo", name
+            if r["equivalent"]:
+                # the benchmark computed both values and found them equal before timing
+                assert r["max_rel_diff"] is not None and r["max_rel_diff"] < 1e-4, name
+                assert isinstance(r["within_goal"], bool)
+                assert r["within_goal"] == (r["ratio"] <= 1.25)
+            else:
+                assert r["max_rel_diff"] is None and r["within_goal"] is None
+                assert r["reference"].startswith(("F.mse_loss", "F.cross_entropy", "F.binary_cross_entropy"))
     # the losses torch or torchvision implement are paired with them, not with a baseline
     for name in ("mse", "l1", "smooth_l1", "huber", "cross_entropy", "bce", "kl_div", "binary_focal", "weighted_ce"):
-        assert rows[name]["equivalent"], name
-    assert "torchvision" in rows["binary_focal"]["reference"]
-    assert data["settings"]["n"] == 64 and data["machine"]["device"] == "cpu"
-    assert "binary_focal" in capsys.readouterr().out  # the table was printed
+        assert rows[name][0]["equivalent"], name
+    assert "torchvision" in rows["binary_focal"][0]["reference"]
+    settings = data["settings"]
+    assert (settings["n"], settings["elements"], settings["goal"]) == (64, 1280, 1.25)
+    assert settings["threads"] == 1 and settings["clock"] == "thread CPU time"
+    assert data["machine"]["device"] == "cpu" and data["machine"]["torch_threads"] == 1
+    printed = capsys.readouterr().out
+    assert "binary_focal" in printed and "1,280 elements" in printed  # the table, both sizes side by side
+
+
+def test_losses_elements_zero_times_one_size_and_restores_torch_threads():
+    import torch
+
+    from lossbench.benchmark.losses import bench_losses, sizes_of
+
+    assert sizes_of("regression", 4096, 2**20, 10) == [4096, 2**20]
+    assert sizes_of("multiclass", 4096, 2**20, 10) == [4096, 104858]
+    assert sizes_of("multiclass", 64, 640, 10) == [64]  # the same batch is not timed twice
+    assert sizes_of("binary", 4096, 0, 10) == [4096]
+    before = torch.get_num_threads()
+    res = bench_losses(names=["mse", "focal"], n=32, elements=0, rounds=1, min_run_time=0.0)
+    assert [(r.name, r.n) for r in res] == [("mse", 32), ("focal", 32)]
+    assert torch.get_num_threads() == before
 
 
 def test_losses_unknown_name_is_a_clear_error(capsys):
@@ -51,6 +79,9 @@ def test_losses_unknown_name_is_a_clear_error(capsys):
         main(["losses", "--loss", "hubr", "--rounds", "1"])
     assert exc.value.code == 2
     assert "huber" in capsys.readouterr().err  # did-you-mean
+    with pytest.raises(SystemExit):
+        main(["losses", "--elements", "-1", "--loss", "mse"])
+    assert "--elements must be >= 0 (0 skips the large size), got -1." in capsys.readouterr().err
 
 
 def test_losses_rejects_cuda_without_a_gpu():
