@@ -119,6 +119,11 @@ def test_train_times_the_real_pipeline_and_the_hand_loop(tmp_path, mlflow_uri):
     assert settings["steps_per_epoch"] == math.ceil(settings["n_train"] / settings["batch_size"])
     prof = data["profile"]["parts"]
     assert prof["trainer.fit"] > 0 and prof["  training_step (forward, loss, finite check)"] > 0
+    # every public entry point the profile names ran (a renamed one fails on import, never reads 0)
+    calls = data["profile"]["calls"]
+    assert all(n > 0 for n in calls.values()), calls
+    assert calls["  training_step (forward, loss, finite check)"] == calls["  backward"] == settings["steps_per_epoch"]
+    assert all(v > 0 for v in data["profile"]["libraries"].values())  # MLflow and matplotlib ran inside the run
     # the lossbench side went through pipeline.run: warm-up, one round and the profiled run are in MLflow
     c = tracking.client(mlflow_uri)
     exp = c.get_experiment_by_name(EXPERIMENT)
@@ -159,6 +164,48 @@ def test_hand_loop_trains_exactly_what_lossbench_trains(compose, mlflow_uri, tmp
         untrained = float(h.loss(h.net(x), y))
     assert trained == pytest.approx(result.metrics["test_loss"], rel=1e-5)
     assert untrained != pytest.approx(trained, rel=1e-3)  # and it did train
+
+
+# ------------------------------------------------------------------------------------ profiles
+def test_profile_breakdown_names_entry_points_as_objects():
+    import torch
+
+    from lossbench.benchmark import profile_breakdown
+    from lossbench.losses import regression
+
+    def work():
+        x = torch.randn(64, requires_grad=True)
+        for _ in range(20):
+            regression.huber_loss(x, torch.zeros(64)).backward()
+
+    parts = {"huber": [regression.huber_loss], "backward": [torch.Tensor.backward], "never": [regression.tukey_loss]}
+    prof = profile_breakdown(work, parts, {"torch": "/torch/"})
+    assert prof["calls"] == {"huber": 20, "backward": 20, "never": 0}
+    assert prof["parts"]["huber"] > 0 and prof["parts"]["backward"] > 0 and prof["parts"]["never"] == 0
+    assert 0 < prof["libraries"]["torch"] <= prof["total_s"]
+    with pytest.raises(TypeError, match="not a Python function"):
+        profile_breakdown(work, {"a builtin": [len]})
+
+
+def test_profile_modules_charges_time_to_the_innermost_module_under_the_prefix():
+    """No function is named: whatever modules run under the prefix become the rows, and time in
+    torch called from classification.py counts for classification.py."""
+    import time
+
+    from lossbench.benchmark import ELSEWHERE, profile_modules
+    from lossbench.losses import classification
+
+    def work():
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < 0.3:
+            classification.class_balanced_weights([50, 5, 1], 0.99)
+        time.sleep(0.2)  # in this file: elsewhere
+
+    prof = profile_modules(work, "lossbench/losses/")
+    modules = prof["modules"]
+    assert max(modules, key=modules.get) == "classification.py" and modules["classification.py"] > 0.15
+    assert prof[ELSEWHERE] > 0.1
+    assert sum(modules.values()) + prof[ELSEWHERE] == pytest.approx(prof["total_s"], rel=0.05)
 
 
 # ------------------------------------------------------------------------------------ startup

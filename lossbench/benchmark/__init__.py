@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["console", "machine_info", "median", "pairwise_ratio", "profile_breakdown", "write_json"]
+__all__ = ["console", "machine_info", "median", "pairwise_ratio", "profile_breakdown", "profile_modules", "write_json"]
 
 
 def median(xs: Sequence[float]) -> float | None:
@@ -99,39 +99,129 @@ def write_json(path: str | Path, payload: Mapping[str, Any]) -> Path:
     return out
 
 
-def profile_breakdown(fn: Callable[[], Any], parts: Mapping[str, Sequence[tuple[str, str]]]) -> dict[str, Any]:
-    """Run ``fn`` once under cProfile; cumulative seconds of named parts and the top functions.
+def _code_key(fn: Callable[..., Any]) -> tuple[str, int, str]:
+    """cProfile's key for a Python function (decorators unwrapped)."""
+    import inspect
 
-    ``parts`` maps a label to ``(file suffix, function name)`` pairs whose cumulative times are
-    summed (a part that never ran is 0). The profiler slows Python-heavy code more than
-    native code, so read the parts as shares of ``total_s``, not as absolute times.
+    code = getattr(inspect.unwrap(fn), "__code__", None)
+    if code is None:
+        raise TypeError(f"profile part {fn!r} is not a Python function; name a Python entry point instead.")
+    return code.co_filename, code.co_firstlineno, code.co_name
+
+
+def _posix(path: str) -> str:
+    return path.replace(os.sep, "/")
+
+
+def profile_breakdown(
+    fn: Callable[[], Any],
+    parts: Mapping[str, Sequence[Callable[..., Any]]],
+    libraries: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Run ``fn`` once under cProfile: time in named entry points and in whole libraries.
+
+    ``parts`` maps a label to functions, given as the objects themselves (public, stable
+    entry points: a hook Lightning calls by name, ``Trainer.fit``, ``pipeline.prepare``), so
+    a renamed or removed one fails when the parts are built instead of reading 0; their
+    cumulative times are summed, and ``calls`` says how often each part ran.
+    ``libraries`` maps a label to a path fragment of a package (``"mlflow/"``): the time
+    spent inside it when entered from outside it, whichever function did so. The profiler
+    slows Python-heavy code more than native code, so read the figures as shares of
+    ``total_s``, not as absolute times.
     """
     import cProfile
     import pstats
 
+    keys = {label: [_code_key(f) for f in fns] for label, fns in parts.items()}
     prof = cProfile.Profile()
     prof.enable()
     try:
         fn()
     finally:
         prof.disable()
-    stats = pstats.Stats(prof)
-    raw: dict[tuple[str, int, str], tuple[Any, ...]] = stats.stats  # type: ignore[attr-defined]
+    raw: dict[tuple[str, int, str], tuple[Any, ...]] = pstats.Stats(prof).stats  # type: ignore[attr-defined]
     total = max((v[3] for v in raw.values()), default=0.0)
-    out_parts: dict[str, float] = {}
-    for label, keys in parts.items():
+    out_parts = {label: sum(raw[k][3] for k in ks if k in raw) for label, ks in keys.items()}
+    calls = {label: sum(raw[k][1] for k in ks if k in raw) for label, ks in keys.items()}
+    out_libs: dict[str, float] = {}
+    for label, fragment in (libraries or {}).items():
         seconds = 0.0
-        for suffix, func in keys:
-            for (file, _line, name), v in raw.items():
-                if name == func and file.replace(os.sep, "/").endswith(suffix):
-                    seconds += v[3]  # cumulative time
-        out_parts[label] = seconds
+        for (file, _line, _name), v in raw.items():
+            if fragment in _posix(file):
+                # the edges into the library from outside it: each caller's cumulative time in it
+                seconds += sum(c[3] for (cf, _l, _n), c in v[4].items() if fragment not in _posix(cf))
+        out_libs[label] = seconds
     top = sorted(raw.items(), key=lambda kv: kv[1][2], reverse=True)[:15]  # by own (tottime) time
     return {
         "total_s": total,
         "parts": out_parts,
+        "calls": calls,
+        "libraries": out_libs,
         "top_own_time": [
             {"function": f"{Path(file).name}:{line}({name})", "own_s": v[2], "calls": v[1]}
             for (file, line, name), v in top
         ],
     }
+
+
+ELSEWHERE = "elsewhere"
+
+
+def profile_modules(fn: Callable[[], Any], prefix: str, interval_s: float = 0.001) -> dict[str, Any]:
+    """Run ``fn`` once while a thread samples its stack; where its time went, by module.
+
+    Every ``interval_s`` the calling thread's stack is read, and the time since the previous
+    reading is charged to the innermost frame whose file lies under ``prefix`` (e.g.
+    ``"lossbench/report/"``), keyed by its path below the prefix (``"stats.py"``), or to
+    :data:`ELSEWHERE`. Time inside pandas, matplotlib or MLflow thus counts for the module
+    that called them, and a callback into the package for the module it is defined in.
+    Nothing names a function, so functions and modules can be renamed and added freely;
+    the modules found are the rows. Sampling adds little overhead, unlike cProfile, and the
+    figures are wall time, shares to within a few samples.
+    """
+    import sys
+    import threading
+    import time
+
+    target = threading.get_ident()
+    seconds: dict[str, float] = {}
+    stop = threading.Event()
+    owners: dict[str, str | None] = {}  # file -> module key, memoised
+
+    def owner(frame: Any) -> str:
+        while frame is not None:
+            file = frame.f_code.co_filename
+            if file not in owners:
+                path = _posix(file)
+                i = path.rfind(prefix)
+                owners[file] = path[i + len(prefix):] if i >= 0 else None
+            if owners[file] is not None:
+                return owners[file]  # type: ignore[return-value]
+            frame = frame.f_back
+        return ELSEWHERE
+
+    def sample() -> None:
+        last = time.perf_counter()
+        while not stop.wait(interval_s):
+            frame = sys._current_frames().get(target)
+            now = time.perf_counter()
+            key = owner(frame)
+            seconds[key] = seconds.get(key, 0.0) + (now - last)
+            last = now
+        now = time.perf_counter()
+        seconds[ELSEWHERE] = seconds.get(ELSEWHERE, 0.0) + (now - last)  # the tail after fn returned
+
+    old_switch = sys.getswitchinterval()
+    sys.setswitchinterval(min(old_switch, interval_s))  # let the sampler in even while fn runs Python
+    sampler = threading.Thread(target=sample, name="lossbench-profile-sampler", daemon=True)
+    t0 = time.perf_counter()
+    sampler.start()
+    try:
+        fn()
+    finally:
+        total = time.perf_counter() - t0
+        stop.set()
+        sampler.join()
+        sys.setswitchinterval(old_switch)
+    modules = dict(sorted(((k, v) for k, v in seconds.items() if k != ELSEWHERE), key=lambda kv: -kv[1]))
+    return {"total_s": total, "prefix": prefix, "modules": modules, ELSEWHERE: seconds.get(ELSEWHERE, 0.0)}
