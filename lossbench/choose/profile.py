@@ -202,9 +202,10 @@ def leverage(x: np.ndarray, seed: int = 0) -> tuple[dict[str, Any], str | None]:
 def heteroscedasticity(x: np.ndarray, residuals: np.ndarray, fitted: np.ndarray, seed: int = 0) -> dict[str, Any]:
     """Whether the noise level changes with the inputs.
 
-    The Glejser test (Glejser, JASA 1969): regress the absolute robust-fit residuals on the
-    inputs (at most :data:`LEVERAGE_DIMS` principal components) and the fitted values;
-    ``n R^2`` is chi-squared under constant noise. Absolute rather than squared residuals
+    The Glejser test (Glejser, JASA 1969) with White's squares (White, Econometrica 1980):
+    regress the absolute robust-fit residuals on the inputs (at most :data:`LEVERAGE_DIMS`
+    principal components), the fitted values, and the squares of both; ``n R^2`` is
+    chi-squared under constant noise. Absolute rather than squared residuals
     (as Breusch-Pagan uses) keep a few gross errors from deciding the test. Also given: the
     Spearman correlation of ``|residual|`` with the fitted value and its 95% interval
     (Fisher's z with the standard error ``1.03 / sqrt(n - 3)``, Fieller et al. 1957).
@@ -213,7 +214,8 @@ def heteroscedasticity(x: np.ndarray, residuals: np.ndarray, fitted: np.ndarray,
 
     z, _ = reduce_dims(x, LEVERAGE_DIMS, seed)
     a = np.abs(residuals)
-    design = np.column_stack([np.ones(len(a)), z, fitted])
+    f = (fitted - fitted.mean()) / (fitted.std() or 1.0)
+    design = np.column_stack([np.ones(len(a)), z, z**2, f, f**2])  # squares catch noise that grows both ways
     coef, *_ = np.linalg.lstsq(design, a, rcond=None)
     resid = a - design @ coef
     r2 = 1.0 - float(resid @ resid) / float(((a - a.mean()) ** 2).sum() or 1.0)
@@ -231,7 +233,7 @@ def heteroscedasticity(x: np.ndarray, residuals: np.ndarray, fitted: np.ndarray,
         "statistic": stat,
         "df": df,
         "rho_abs_residual_fitted": {"value": rho, "ci": rho_ci, "method": "Spearman, Fisher-z CI"},
-        "method": f"Glejser test: |robust residual| on the inputs and fitted values, n R^2 ~ chi2({df}); "
+        "method": f"Glejser test: |robust residual| on the inputs, fitted values and their squares, n R^2 ~ chi2({df}); "
                   f"heteroscedastic when p < {HETERO_ALPHA}",
     }
 
