@@ -88,7 +88,7 @@ def _build(
     from .. import __version__
     from . import sections
     from .analysis import analyze
-    from .charts import FIGURE_PREFIXES, FigureSink
+    from .figures import FIGURE_PREFIXES, FigureSink
     from .render import render, write_summary
     from .scenarios import scenario_settings, short_labels
 

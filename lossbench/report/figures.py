@@ -1,72 +1,95 @@
-"""The report's figures, drawn with matplotlib's Agg canvas (no display, no pyplot state).
-
-Every function returns a :class:`matplotlib.figure.Figure`; :func:`save` writes it as a
-PNG and returns the bytes, which the HTML embeds as base64.
-"""
+"""The report's figures: which ones the analysis calls for, drawn on matplotlib's Agg canvas (no
+display, no pyplot state), each saved as a PNG under ``figures/`` with a readable, unique name."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
-matplotlib.use("Agg")  # explicit: the report never needs a display
+from . import words
+from .scenarios import data_axes, short_labels
+from .table import as_text, number
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+if TYPE_CHECKING:
+    from .analysis import Analysis, ScenarioResult
+    from .ranking import VariantStats
 
 DPI = 90
-BEST = "#1b7837"
-OTHER = "#4d4d4d"
-FAILED = "#b2182b"
+BEST, OTHER, FAILED = "#1b7837", "#4d4d4d", "#b2182b"
+MAX_SENSITIVITY_PANELS = 36
+PANELS_PER_FIGURE = 12
+# file-name prefixes of the figures a report writes (a re-run removes its own stale ones)
+FIGURE_PREFIXES = ("ranking-", "recall-", "axis-", "curves-", "sensitivity-", "appendix-")
 
 
-@dataclass(frozen=True)
-class Point:
-    """A mean with its 95% confidence interval (NaN bounds: a single seed)."""
+class Point(NamedTuple):
+    """A mean and its 95% confidence interval at ``x`` (NaN bounds: a single seed)."""
 
     x: float
     mean: float
-    low: float = math.nan
-    high: float = math.nan
+    low: float
+    high: float
 
 
-def _new(width: float = 6.4, height: float = 3.6, layout: str | None = "constrained") -> Figure:
+def point(v: VariantStats, x: float = 0.0) -> Point:
+    return Point(x, *v.ci)
+
+
+@dataclass(frozen=True)
+class FigureRef:
+    title: str
+    path: str  # relative to the report's folder
+    b64: str
+    caption: str = ""
+
+
+@dataclass
+class FigureSink:
+    """Saves figures as ``out_dir/figures/<name>.png``, each under a name of its own."""
+
+    out_dir: Path
+    paths: list[Path] = field(default_factory=list)
+
+    def add(self, fig: Figure, name: str, title: str, caption: str = "") -> FigureRef:
+        used = {p.stem for p in self.paths}
+        stem = slug(name)
+        if stem in used:
+            stem = f"{stem}-{hashlib.sha1(name.encode()).hexdigest()[:6]}"
+            while stem in used:
+                stem += "x"
+        rel = f"figures/{stem}.png"
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=DPI, pil_kwargs={"compress_level": 3})
+        (self.out_dir / "figures").mkdir(parents=True, exist_ok=True)
+        (self.out_dir / rel).write_bytes(buf.getvalue())
+        self.paths.append(self.out_dir / rel)
+        return FigureRef(title, rel, base64.b64encode(buf.getvalue()).decode("ascii"), caption)
+
+
+def slug(text: str, limit: int = 80) -> str:
+    s = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_.") or "figure"
+    return s if len(s) <= limit else s[: limit - 9] + "-" + hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+# --------------------------------------------------------------------------- drawing
+def _figure(width: float, height: float, layout: str | None = None) -> Figure:
     fig = Figure(figsize=(width, height), dpi=DPI, layout=layout)
     FigureCanvasAgg(fig)
     return fig
-
-
-def _grid(n: int, row_height: float) -> tuple[Figure, list[Any], int]:
-    """Small multiples without a layout engine (fixed margins): the figure, its ``n`` visible axes, the columns."""
-    ncols = min(3, max(n, 1))
-    nrows = math.ceil(n / ncols)
-    fig = Figure(figsize=(4.2 * ncols, row_height * nrows + 0.9), dpi=DPI)
-    FigureCanvasAgg(fig)
-    axs = list(fig.subplots(nrows, ncols, squeeze=False).flat)
-    for ax in axs[n:]:
-        ax.set_visible(False)
-    return fig, axs[:n], ncols
-
-
-def _better(metric: str, mode: str) -> str:
-    from .words import direction
-
-    return f"{metric} ({direction(mode)})"
-
-
-def _fixed_margins(fig: Figure, legend_width: float = 0.0) -> None:
-    """Margins in inches, no layout engine: much faster than constrained layout for plain axes."""
-    w, h = fig.get_size_inches()
-    fig.subplots_adjust(left=0.85 / w, right=1 - (0.15 + legend_width) / w, bottom=0.6 / h, top=1 - 0.2 / h)
 
 
 def _short(text: str, limit: int = 38) -> str:
@@ -74,87 +97,89 @@ def _short(text: str, limit: int = 38) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _legend_right(ax: Any, fig: Figure, n: int) -> None:
-    """A legend outside the axes on the right: no overlap search (``loc="best"`` is slow)."""
-    if n:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="x-small", frameon=False, borderaxespad=0)
-
-
-def save(fig: Figure, path: Path) -> bytes:
-    """Write ``fig`` as a PNG at ``path`` and return the PNG bytes."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, pil_kwargs={"compress_level": 3})
-    data = buf.getvalue()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return data
-
-
 def _yerr(points: Sequence[Point]) -> np.ndarray:
-    lo = [p.mean - p.low if not math.isnan(p.low) else 0.0 for p in points]
-    hi = [p.high - p.mean if not math.isnan(p.high) else 0.0 for p in points]
-    return np.array([lo, hi])
+    return np.nan_to_num(np.array([[p.mean - p.low for p in points], [p.high - p.mean for p in points]]))
 
 
-def ranking(
-    labels: Sequence[str], points: Sequence[Point], metric: str, mode: str, highlight: str | None, failed: Sequence[str]
+def _better(metric: str, mode: str) -> str:
+    return f"{metric} ({words.direction(mode)})"
+
+
+def _legend_outside(ax: Any, fig: Figure, legend_width: float) -> None:
+    """A legend right of the axes and margins in inches: no layout engine, no overlap search (both slow)."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="x-small", frameon=False, borderaxespad=0)
+    w, h = fig.get_size_inches()
+    fig.subplots_adjust(left=0.85 / w, right=1 - (0.15 + legend_width) / w, bottom=0.6 / h, top=1 - 0.2 / h)
+
+
+def color_map(names: Sequence[str]) -> dict[str, tuple[float, ...]]:
+    """One fixed colour per name, so a loss keeps its colour across panels."""
+    cmap = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
+    return {n: cmap(i % cmap.N) for i, n in enumerate(names)}
+
+
+def _loss_colors(analysis: Analysis) -> dict[str, Any]:
+    return color_map(sorted({r.loss for s in analysis.scenarios for r in s.losses}))
+
+
+def _small_multiples(
+    panels: Sequence[Any], row_height: float, ylabel: str, draw: Callable[[Any, Any], None], *, xlabel: str = "",
+    space: tuple[float, float, float, float], legend: tuple[int, int],
 ) -> Figure:
+    """Up to three panels a row, ``draw(ax, panel)`` filling each; ``space``: left and bottom margins in
+    inches, hspace, wspace (no layout engine: these are the report's largest figures); ``legend``: the
+    fewest entries worth a legend above the panels, and its columns at most."""
+    n = len(panels)
+    ncols = min(3, max(n, 1))
+    fig = _figure(4.2 * ncols, row_height * math.ceil(n / ncols) + 0.9)
+    axes = list(fig.subplots(math.ceil(n / ncols), ncols, squeeze=False).flat)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    handles: dict[str, Any] = {}
+    for k, (ax, panel) in enumerate(zip(axes, panels, strict=False)):
+        draw(ax, panel)
+        ax.grid(alpha=0.3)
+        if k % ncols == 0:
+            ax.set_ylabel(ylabel, fontsize="small")
+        if xlabel and k >= n - ncols:
+            ax.set_xlabel(xlabel, fontsize="small")
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    w, h = fig.get_size_inches()
+    left, bottom, hspace, wspace = space
+    fig.subplots_adjust(left=left / w, right=1 - 0.15 / w, bottom=bottom / h, top=1 - 0.75 / h, hspace=hspace,
+                        wspace=wspace)
+    if len(handles) >= legend[0]:
+        fig.legend(list(handles.values()), list(handles), loc="upper center", ncols=min(len(handles), legend[1]),
+                   fontsize="small", frameon=False)
+    return fig
+
+
+def draw_ranking(s: ScenarioResult) -> Figure:
     """Each loss's mean test objective with its 95% CI, best at the top; failed losses named."""
-    n = len(labels) + len(failed)
-    fig = _new(6.4, 1.2 + 0.38 * max(n, 2))
+    ranked = [r.chosen for r in s.losses if not r.all_failed]
+    failed = [r.chosen.label for r in s.losses if r.all_failed]
+    n = len(ranked) + len(failed)
+    fig = _figure(6.4, 1.2 + 0.38 * max(n, 2), layout="constrained")
     ax = fig.add_subplot()
-    ys = np.arange(len(labels))[::-1] + len(failed)
-    colors = [BEST if lab == highlight else OTHER for lab in labels]
-    for y, p, c in zip(ys, points, colors, strict=True):
-        ax.errorbar([p.mean], [y], xerr=_yerr([p]), fmt="o", color=c, capsize=3)
-    for i, lab in enumerate(failed):
-        ax.text(0.02, len(failed) - 1 - i, "all runs failed", transform=ax.get_yaxis_transform(), color=FAILED, va="center")
-    ax.set_yticks(list(ys) + list(range(len(failed))[::-1]), list(labels) + list(failed))
+    ys = np.arange(len(ranked))[::-1] + len(failed)
+    for y, v in zip(ys, ranked, strict=True):
+        color = BEST if v.label == s.recommendation.label else OTHER
+        ax.errorbar([v.mean], [y], xerr=_yerr([point(v)]), fmt="o", color=color, capsize=3)
+    for i in range(len(failed)):
+        ax.text(0.02, len(failed) - 1 - i, "all runs failed", transform=ax.get_yaxis_transform(), color=FAILED,
+                va="center")
+    ax.set_yticks(list(ys) + list(range(len(failed))[::-1]), [v.label for v in ranked] + failed)
     ax.set_ylim(-0.7, n - 0.3)
-    ax.set_xlabel(_better(metric, mode) + "\nmean and 95% CI over seeds")
+    ax.set_xlabel(_better(s.metric, s.mode) + "\nmean and 95% CI over seeds")
     ax.grid(axis="x", alpha=0.3)
     return fig
 
 
-def against_axis(
-    series: Mapping[str, Sequence[Point]],
-    axis: str,
-    metric: str,
-    mode: str,
-    note: str = "",
-    colors: Mapping[str, Any] | None = None,
-) -> Figure:
-    """The test objective against a swept data setting, one line per loss."""
-    fig = _new(8.0, 3.8, layout=None)
-    ax = fig.add_subplot()
-    for loss, pts in series.items():
-        pts = sorted(pts, key=lambda p: p.x)
-        x = [p.x for p in pts]
-        ax.errorbar(
-            x,
-            [p.mean for p in pts],
-            yerr=_yerr(pts),
-            marker="o",
-            ms=4,
-            capsize=3,
-            label=_short(loss),
-            color=(colors or {}).get(loss),
-        )
-    ax.set_xlabel(axis + (f"  ({note})" if note else ""))
-    ax.set_ylabel(_better(metric, mode))
-    ax.grid(alpha=0.3)
-    _legend_right(ax, fig, len(series))
-    _fixed_margins(fig, legend_width=1.6)
-    return fig
-
-
-def per_class_recall(recall: pd.DataFrame) -> Figure:
-    """A heatmap: rows of ``recall`` are losses, columns classes, values the mean test recall.
-
-    One image rather than grouped bars: readable with 20 losses x 100 classes, and cheap to draw.
-    """
+def draw_recall(recall: pd.DataFrame) -> Figure:
+    """A heatmap of mean test recall, losses by classes: readable with 20 losses x 100 classes, and cheap."""
     n_loss, n_cls = recall.shape
-    fig = _new(min(3.0 + 0.45 * n_cls, 12.0), 1.2 + 0.3 * n_loss, layout=None)
+    fig = _figure(min(3.0 + 0.45 * n_cls, 12.0), 1.2 + 0.3 * n_loss)
     ax = fig.add_subplot()
     values = recall.to_numpy(float)
     image = ax.imshow(values, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto", interpolation="nearest")
@@ -165,120 +190,202 @@ def per_class_recall(recall: pd.DataFrame) -> Figure:
     if n_loss * n_cls <= 150:
         for (i, j), v in np.ndenumerate(values):
             if not math.isnan(v):
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize="x-small", color="white" if v < 0.6 else "black")
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize="x-small",
+                        color="white" if v < 0.6 else "black")
     fig.colorbar(image, ax=ax, label="test recall (mean over seeds)", fraction=0.05, pad=0.02)
     w, h = fig.get_size_inches()
     fig.subplots_adjust(left=2.3 / w, right=1 - 0.2 / w, bottom=0.55 / h, top=1 - 0.15 / h)
     return fig
 
 
-def color_map(names: Sequence[str]) -> dict[str, tuple[float, ...]]:
-    """One fixed colour per name, so a loss keeps its colour across panels."""
-    cmap = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
-    return {n: cmap(i % cmap.N) for i, n in enumerate(names)}
-
-
-def curves_grid(
-    panels: Sequence[tuple[str, Mapping[str, pd.DataFrame]]], metric: str, mode: str, colors: Mapping[str, Any]
-) -> Figure:
-    """Small multiples: per panel (a scenario), the validation objective per epoch, one run per loss
-    (``panels``: ``(title, {loss: history frame (step, value)})``).
-
-    Drawn without a layout engine (fixed margins): it is the report's largest figure.
-    """
-    n = len(panels)
-    fig, axes, ncols = _grid(n, 2.7)
-    seen: dict[str, Any] = {}
-    for k, ax in enumerate(axes):
-        title, hist = panels[k]
-        for key, h in hist.items():
-            (line,) = ax.plot(
-                h["step"].to_numpy(), h["value"].to_numpy(float), marker=".", ms=3, color=colors.get(key), label=_short(key)
-            )
-            seen.setdefault(key, line)
-        ax.set_title(_short(title, 60), fontsize="small")
-        ax.locator_params(nbins=5)
-        ax.tick_params(labelsize="small")
-        ax.grid(alpha=0.3)
-        if k % ncols == 0:
-            ax.set_ylabel(metric, fontsize="small")
-        if k >= n - ncols:
-            ax.set_xlabel("epoch", fontsize="small")
-    top = 1 - 0.75 / fig.get_figheight()
-    w, h = fig.get_size_inches()
-    fig.subplots_adjust(left=0.8 / w, right=1 - 0.15 / w, bottom=0.5 / h, top=top, hspace=0.55, wspace=0.25)
-    fig.legend(list(seen.values()), list(seen), loc="upper center", ncols=min(len(seen), 6), fontsize="small", frameon=False)
+def draw_against_axis(series: Mapping[str, Sequence[Point]], axis: str, metric: str, mode: str, note: str,
+                      colors: Mapping[str, Any]) -> Figure:
+    """The test objective against a swept data setting, one line per loss."""
+    fig = _figure(8.0, 3.8)
+    ax = fig.add_subplot()
+    for loss, pts in series.items():
+        pts = sorted(pts, key=lambda p: p.x)
+        ax.errorbar([p.x for p in pts], [p.mean for p in pts], yerr=_yerr(pts), marker="o", ms=4, capsize=3,
+                    label=_short(loss), color=colors.get(loss))
+    ax.set_xlabel(axis + (f"  ({note})" if note else ""))
+    ax.set_ylabel(_better(metric, mode))
+    ax.grid(alpha=0.3)
+    _legend_outside(ax, fig, 1.6)
     return fig
 
 
-def sensitivity_grid(
-    panels: Sequence[tuple[str, str, Mapping[str, Sequence[Point]], bool]], metric: str, mode: str
-) -> Figure:
-    """Small multiples, one panel per (loss, hyperparameter): the test objective against the
-    hyperparameter's value, one line per scenario (``panels``: ``(title, param, lines, log x)``).
+def draw_curves(panels: Sequence[tuple[str, Mapping[str, pd.DataFrame]]], metric: str, colors: Mapping[str, Any]
+                ) -> Figure:
+    """Per panel ``(title, {loss: history (step, value)})``: the validation objective per epoch, one run per loss."""
+    def draw(ax: Any, panel: tuple[str, Mapping[str, pd.DataFrame]]) -> None:
+        title, hist = panel
+        for key, h in hist.items():
+            ax.plot(h["step"].to_numpy(), h["value"].to_numpy(float), marker=".", ms=3, color=colors.get(key),
+                    label=key)
+        ax.set_title(_short(title, 60), fontsize="small")
+        ax.locator_params(nbins=5)
+        ax.tick_params(labelsize="small")
 
-    Drawn without a layout engine, like :func:`curves_grid`.
-    """
-    n = len(panels)
-    fig, axes, ncols = _grid(n, 2.8)
+    return _small_multiples(panels, 2.7, metric, draw, xlabel="epoch", space=(0.8, 0.5, 0.55, 0.25), legend=(1, 6))
+
+
+def draw_sensitivity(panels: Sequence[tuple[str, str, Mapping[str, Sequence[Point]], bool]], metric: str, mode: str
+                     ) -> Figure:
+    """Per panel ``(title, param, {scenario: points}, log x)``: the test objective against a hyperparameter."""
     colors = color_map(sorted({name for _, _, lines, _ in panels for name in lines}))
-    seen: dict[str, Any] = {}
     plain = FuncFormatter(lambda v, _: f"{v:g}")
-    for k, ax in enumerate(axes):
-        title, param, lines, log = panels[k]
+
+    def draw(ax: Any, panel: tuple[str, str, Mapping[str, Sequence[Point]], bool]) -> None:
+        title, param, lines, log = panel
         for name, pts in lines.items():
             pts = sorted(pts, key=lambda p: p.x)
-            handle = ax.errorbar(
-                [p.x for p in pts], [p.mean for p in pts], yerr=_yerr(pts), marker="o", ms=3, capsize=0,
-                color=colors[name], label=_short(name),
-            )
-            seen.setdefault(name, handle)
+            ax.errorbar([p.x for p in pts], [p.mean for p in pts], yerr=_yerr(pts), marker="o", ms=3, capsize=0,
+                        color=colors[name], label=_short(name))
         if log:
             ax.set_xscale("log")
             ax.xaxis.set_major_formatter(plain)
             ax.xaxis.set_minor_formatter(plain)
-        ax.locator_params(axis="y", nbins=4)  # few ticks: each one is several artists to draw
-        if not log:
+        else:
             ax.locator_params(axis="x", nbins=5)
+        ax.locator_params(axis="y", nbins=4)  # few ticks: each one is several artists to draw
         ax.set_title(_short(title, 60), fontsize="small")
         ax.set_xlabel(param, fontsize="small")
         ax.tick_params(labelsize="x-small")
-        ax.grid(alpha=0.3)
-        if k % ncols == 0:
-            ax.set_ylabel(_better(metric, mode), fontsize="small")
-    top = 1 - 0.75 / fig.get_figheight()
-    w, h = fig.get_size_inches()
-    fig.subplots_adjust(left=0.85 / w, right=1 - 0.15 / w, bottom=0.55 / h, top=top, hspace=0.7, wspace=0.3)
-    if len(seen) > 1:
-        fig.legend(
-            list(seen.values()), [_short(s) for s in seen], loc="upper center", ncols=min(len(seen), 4),
-            fontsize="small", frameon=False,
-        )
-    return fig
+
+    return _small_multiples(panels, 2.8, _better(metric, mode), draw, space=(0.85, 0.55, 0.7, 0.3), legend=(2, 4))
 
 
-def loss_shapes(
-    x: np.ndarray,
-    shapes: Mapping[str, tuple[np.ndarray, np.ndarray]],
-    xlabel: str,
-    grad_label: str,
-    colors: Mapping[str, Any] | None = None,
-) -> Figure:
+def draw_loss_shapes(x: np.ndarray, shapes: Mapping[str, tuple[np.ndarray, np.ndarray]], xlabel: str, grad_label: str,
+                     colors: Mapping[str, Any]) -> Figure:
     """Two panels: each loss, and its gradient, against ``x``."""
-    fig = _new(10.0, 3.8, layout=None)
+    fig = _figure(10.0, 3.8)
     ax1, ax2 = fig.subplots(1, 2)
     for label, (loss, grad) in shapes.items():
-        color = (colors or {}).get(label)
-        ax1.plot(x, loss, label=_short(label, 32), color=color)
-        ax2.plot(x, grad, label=_short(label, 32), color=color)
-    ax1.set_xlabel(xlabel)
-    ax1.set_ylabel("loss per sample")
-    ax2.set_xlabel(xlabel)
-    ax2.set_ylabel(grad_label)
-    for ax in (ax1, ax2):
+        ax1.plot(x, loss, label=_short(label, 32), color=colors.get(label))
+        ax2.plot(x, grad, label=_short(label, 32), color=colors.get(label))
+    for ax, ylabel in ((ax1, "loss per sample"), (ax2, grad_label)):
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     ax2.axhline(0.0, color="black", lw=0.5)
-    _legend_right(ax2, fig, len(shapes))
-    _fixed_margins(fig, legend_width=2.2)
+    _legend_outside(ax2, fig, 2.2)
     fig.subplots_adjust(wspace=0.3)
     return fig
+
+
+# --------------------------------------------------------------------------- which figures
+def scenario_figures(s: ScenarioResult, sink: FigureSink, recall: pd.DataFrame | None, ranking: bool
+                     ) -> list[FigureRef]:
+    """The ranking of one scenario (unless an axis figure shows it) and its per-class recall."""
+    out = []
+    if ranking and any(not r.all_failed for r in s.losses):
+        out.append(sink.add(draw_ranking(s), f"ranking-{s.scenario}", *words.figure("ranking")))
+    if recall is not None:
+        out.append(sink.add(draw_recall(recall), f"recall-{s.scenario}", *words.figure("recall")))
+    return out
+
+
+def axis_figures(analysis: Analysis, settings: pd.DataFrame, sink: FigureSink) -> tuple[list[FigureRef], set[str]]:
+    """The objective against each swept numeric data setting; also the scenarios these figures show."""
+    by_scen = {s.scenario: s for s in analysis.scenarios}
+    refs: list[FigureRef] = []
+    covered: set[str] = set()
+    names = as_text(settings["data.name"] if "data.name" in settings.columns else pd.Series("", index=settings.index))
+    names = names.replace("", "data")
+    for data_name, axes in data_axes(settings).items():
+        sub = settings[names == data_name]
+        for axis in axes:
+            others = [c for c in sub.columns if c != axis and as_text(sub[c]).nunique() > 1]
+            note, keep = "", sub
+            if others:  # the other swept settings held at their most common values
+                modal = as_text(sub[others]).value_counts().idxmax()
+                keep = sub[(as_text(sub[others]) == pd.Series(modal, index=others)).all(axis=1)]
+                note = ", ".join(f"{c.removeprefix('data.')}={v}" for c, v in zip(others, modal, strict=True))
+            shown = [by_scen[scen] for scen in keep.index if scen in by_scen]
+            series: dict[str, list[Point]] = {}
+            for s in shown:
+                for r in s.losses:
+                    if r.chosen.n_finished:
+                        series.setdefault(r.loss, []).append(point(r.chosen, float(keep.at[s.scenario, axis])))
+            if sum(len(p) for p in series.values()) < 2:
+                continue
+            covered.update(keep.index)
+            mode, objective = (shown[-1].mode, shown[-1].objective)
+            fig = draw_against_axis(series, axis, f"test_{objective}", mode, note, _loss_colors(analysis))
+            title, caption = words.figure("axis", data=data_name, objective=objective, axis=axis,
+                                          fixed=f"; other settings fixed at {note}" if note else "")
+            refs.append(sink.add(fig, f"axis-{data_name}-{axis}", title, caption))
+    return refs, covered
+
+
+def _chunks(panels: list[Any]) -> list[tuple[list[Any], int, str]]:
+    """At most PANELS_PER_FIGURE panels a figure: ``(panels, number, " (number)" when several)``."""
+    n = PANELS_PER_FIGURE
+    return [(panels[i : i + n], i // n + 1, f" ({i // n + 1})" if len(panels) > n else "")
+            for i in range(0, len(panels), n)]
+
+
+def sensitivity_figures(analysis: Analysis, settings: pd.DataFrame, sink: FigureSink) -> list[FigureRef]:
+    """Per (loss, swept hyperparameter), a panel: the test objective against its value, one line
+    per scenario; panels grouped by objective."""
+    series: dict[tuple[str, str, str, str], dict[str, list[Point]]] = {}
+    for s in analysis.scenarios:
+        for r in s.losses:
+            if len(r.variants) < 2:
+                continue
+            configs = [{**v.params, **v.extras} for v in r.variants]
+            for key in sorted({k for d in configs for k in d}):
+                pairs = [(x, v) for d, v in zip(configs, r.variants, strict=True)
+                         if (x := number(d.get(key))) is not None and v.n_finished > 0]
+                if len({x for x, _ in pairs}) >= 2:
+                    lines = series.setdefault((s.objective, s.mode, r.loss, key), {})
+                    lines[s.scenario] = [point(v, x) for x, v in pairs]
+    by_objective: dict[tuple[str, str], list[tuple[str, str, dict[str, list[Point]], bool]]] = {}
+    for (objective, mode, loss, key), by_scen in sorted(series.items())[:MAX_SENSITIVITY_PANELS]:
+        xs = [p.x for pts in by_scen.values() for p in pts]
+        by_objective.setdefault((objective, mode), []).append(
+            (f"{loss}: {key}", key, by_scen, min(xs) > 0 and max(xs) / min(xs) >= 10))
+    refs = []
+    for (objective, mode), panels in sorted(by_objective.items()):
+        names = short_labels(settings, sorted({scen for _, _, lines, _ in panels for scen in lines}))
+        panels = [(t, k, {names[sc]: pts for sc, pts in lines.items()}, log) for t, k, lines, log in panels]
+        for chunk, i, part in _chunks(panels):
+            refs.append(sink.add(draw_sensitivity(chunk, f"test_{objective}", mode), f"sensitivity-{objective}-{i}",
+                                 *words.figure("sensitivity", objective=objective, part=part)))
+    return refs
+
+
+def curve_figures(analysis: Analysis, settings: pd.DataFrame, sink: FigureSink, histories: Mapping[str, pd.DataFrame],
+                  curve_runs: Mapping[tuple[str, str], str]) -> list[FigureRef]:
+    """Validation curves, one panel per scenario, one run per loss."""
+    colors = _loss_colors(analysis)
+    by_metric: dict[tuple[str, str], list[tuple[str, dict[str, pd.DataFrame]]]] = {}
+    for s in analysis.scenarios:
+        hist = {r.loss: histories[rid] for r in s.losses if (rid := curve_runs.get((s.scenario, r.loss))) in histories}
+        if hist:
+            by_metric.setdefault((s.objective, s.mode), []).append((s.scenario, hist))
+    refs = []
+    for (objective, _), panels in sorted(by_metric.items()):
+        names = short_labels(settings, [scen for scen, _ in panels])
+        for chunk, i, part in _chunks([(names[scen], hist) for scen, hist in panels]):
+            refs.append(sink.add(draw_curves(chunk, f"val_{objective}", colors), f"curves-{objective}-{i}",
+                                 *words.figure("curves", objective=objective, part=part)))
+    return refs
+
+
+def appendix_figures(analysis: Analysis, sink: FigureSink, data: Any, losses: Mapping[str, tuple[str, Any]]
+                     ) -> list[FigureRef]:
+    """Each loss and its gradient: regression losses against the residual, classification ones against the
+    true-class probability."""
+    palette = _loss_colors(analysis)
+    colors = {label: palette.get(loss) for label, (loss, _) in losses.items()}
+    out = []
+    if data.regression.curves:
+        rmse = words.RMSE_APPENDIX if any(k.startswith("rmse") for k in data.regression.curves) else ""
+        fig = draw_loss_shapes(data.regression.x, data.regression.curves, "residual f(x) - y", "dL/df(x)", colors)
+        out.append(sink.add(fig, "appendix-regression", *words.figure("appendix-regression", rmse=rmse)))
+    if data.classification.curves:
+        fig = draw_loss_shapes(data.classification.x, data.classification.curves, "probability of the true class p",
+                               "dL/ds (s = true-class logit)", colors)
+        out.append(sink.add(fig, "appendix-classification", *words.figure("appendix-classification")))
+    return out

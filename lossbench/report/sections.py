@@ -1,7 +1,7 @@
 """The report's content, section by section, following the source article's five-point guide.
 
 Each ``section_*`` function lays the analysis out as plain data (text from :mod:`words`,
-:class:`Table`, :class:`~lossbench.report.charts.FigureRef`) that both templates, HTML and
+:class:`Table`, :class:`~lossbench.report.figures.FigureRef`) that both templates, HTML and
 Markdown, render the same way.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from .. import schema
-from . import charts, words
+from . import figures, words
 from .analysis import Analysis, ScenarioResult
 from .ranking import Standing
 from .scenarios import DATA_TRAITS, data_traits, normalize_groups, settings_text, trait_findings
@@ -195,16 +195,16 @@ def section_ranking(
     analysis: Analysis,
     settings: pd.DataFrame,
     names: Mapping[str, str],
-    sink: charts.FigureSink,
+    sink: figures.FigureSink,
     histories: Mapping[str, pd.DataFrame],
     curve_runs: Mapping[tuple[str, str], str],
 ) -> dict[str, Any]:
     runs = analysis.table.set_index("run_id")
-    axis_refs, covered = charts.axis_figures(analysis, settings, sink)
+    axis_refs, covered = figures.axis_figures(analysis, settings, sink)
     items = []
     for s in analysis.scenarios:
         secondary, recall = _secondary(s, runs)
-        figs = charts.scenario_figures(s, sink, recall, ranking=s.scenario not in covered)
+        figs = figures.scenario_figures(s, sink, recall, ranking=s.scenario not in covered)
         recall_table = None if recall is None else Table(
             ("Loss", *(f"class {c}" for c in recall.columns)),
             tuple((str(i), *(num(float(x)) for x in row)) for i, row in recall.iterrows()))
@@ -218,8 +218,8 @@ def section_ranking(
         })
     return {
         "method": words.METHOD, "alpha": analysis.scenarios[0].alpha if analysis.scenarios else 0.05, "items": items,
-        "axis_figures": axis_refs, "curve_figures": charts.curve_figures(analysis, settings, sink, histories, curve_runs),
-        "sensitivity_figures": charts.sensitivity_figures(analysis, settings, sink),
+        "axis_figures": axis_refs, "curve_figures": figures.curve_figures(analysis, settings, sink, histories, curve_runs),
+        "sensitivity_figures": figures.sensitivity_figures(analysis, settings, sink),
     }
 
 
@@ -279,10 +279,10 @@ def appendix_losses(analysis: Analysis) -> dict[str, tuple[str, str, dict[str, A
     return {label: (loss, base, params) for loss, (label, base, params) in sorted(chosen.items())}
 
 
-def section_appendix(analysis: Analysis, sink: charts.FigureSink, compute: Callable[..., Any] | None = None) -> dict[str, Any]:
+def section_appendix(analysis: Analysis, sink: figures.FigureSink, compute: Callable[..., Any] | None = None) -> dict[str, Any]:
     if compute is None:
         from .appendix import compute
     losses = appendix_losses(analysis)
     data = compute({label: (base, params) for label, (_, base, params) in losses.items()})
-    figs = charts.appendix_figures(analysis, sink, data, {label: (loss, params) for label, (loss, _, params) in losses.items()})
+    figs = figures.appendix_figures(analysis, sink, data, {label: (loss, params) for label, (loss, _, params) in losses.items()})
     return {"figures": figs, "skipped": [f"{k}: {v}" for k, v in sorted(data.skipped.items())]}
