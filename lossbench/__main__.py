@@ -25,10 +25,12 @@ log = logging.getLogger("lossbench")
 
 
 def preflight(argv: list[str]) -> None:
-    """Check group choices (``loss=hubr``, ``loss=glob(hub*)``) before Hydra starts, with a did-you-mean."""
-    from .overrides import check_choices
+    """Check group choices (``loss=hubr``, ``loss=glob(hub*)``) and keys (``data.n_sampels=5``)
+    before Hydra starts, with a did-you-mean."""
+    from .overrides import check_choices, check_keys
 
     check_choices(argv, CONFIG_DIR)
+    check_keys(argv, CONFIG_DIR)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import ParameterError, unknown_name
+from .errors import ParameterError, did_you_mean, unknown_name
 
 # config groups a user picks by name on the command line
 GROUPS = ("loss", "data", "model", "optimizer", "trainer", "scheduler", "experiment", "tracking")
@@ -91,4 +91,57 @@ def check_choices(argv: Sequence[str], config_dir: str | Path) -> None:
                 raise unknown_name(o.key_or_group, name, options, hint=f"The {o.key_or_group} configs live in {where}.")
 
 
-__all__ = ["GROUPS", "check_choices", "is_override", "key", "names", "parse"]
+def _chosen(group: str, parsed: Sequence[Any], config_dir: Path) -> list[str]:
+    """The configs a run picks from ``group``: the command line's, else the main config's default."""
+    for o in parsed:
+        if o.key_or_group == group and not o.is_delete():
+            return names(o, sorted(p.stem for p in (config_dir / group).glob("*.yaml")))
+    for entry in _load(config_dir / "train.yaml").get("defaults", []):
+        if isinstance(entry, dict) and group in entry and entry[group]:
+            return [str(entry[group])]
+    return []
+
+
+@functools.cache
+def _load(path: Path) -> dict[str, Any]:
+    import yaml
+
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def check_keys(argv: Sequence[str], config_dir: str | Path) -> None:
+    """Refuse a key no config has (``data.n_sampels=300``), naming the key meant, before Hydra
+    answers with its own multi-line error. New keys take ``+`` (``+trainer.profiler=simple``)."""
+    config_dir = Path(config_dir)
+    parsed = [parse(arg) for arg in argv if is_override(arg)]
+    if any(o.key_or_group == "experiment" for o in parsed):
+        return  # an experiment may pick other configs: Hydra's own check stands
+    top = set(_load(config_dir / "train.yaml")) - {"defaults", "hydra"}
+    for o in parsed:
+        k = o.key_or_group
+        if o.is_add() or o.is_force_add() or o.is_delete() or k.startswith("hydra") or "/" in k:
+            continue
+        group, _, rest = k.partition(".")
+        if not rest:
+            if k not in top and k not in GROUPS and not (config_dir / k).is_dir():
+                known = sorted(top | {g for g in GROUPS if (config_dir / g).is_dir()})
+                raise ParameterError(f"Unknown setting '{k}'.{did_you_mean(k, known)} Settings: {', '.join(known)}.")
+            continue
+        if not (config_dir / group).is_dir():
+            continue
+        for name in _chosen(group, parsed, config_dir):
+            node: Any = _load(config_dir / group / f"{name}.yaml")
+            for i, part in enumerate(rest.split(".")):
+                if not isinstance(node, dict):
+                    break
+                if part not in node:
+                    where = ".".join([group, *rest.split(".")[:i]])
+                    keys = [x for x in node if not x.startswith("_")]
+                    raise ParameterError(
+                        f"{group} '{name}' has no setting '{where}.{part}'.{did_you_mean(part, keys)} "
+                        f"Its settings: {', '.join(keys)}. To add a new one, write +{k}=..."
+                    )
+                node = node[part]
+
+
+__all__ = ["GROUPS", "check_choices", "check_keys", "is_override", "key", "names", "parse"]

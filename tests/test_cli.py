@@ -85,9 +85,9 @@ def test_a_sweep_logs_every_job_with_one_sweep_id_and_summarises(tmp_path):
         ["-m", "loss=glob(*)"],
         ["-m", "loss=glob([m*,l1],exclude=mae)", "data=glob(reg*)"],
         ["-m", "loss=choice(mse,l1)", "seed=range(0,3)", "optimizer.lr=0.01,0.1"],
-        ["-m", "loss=sort(mse,huber)", "data.outlier_fraction=range(0,0.3,0.1)"],
+        ["-m", "loss=sort(mse,huber)", "data=regression_outliers", "data.outlier_fraction=range(0,0.3,0.1)"],
         ["-m", "optimizer.lr=interval(0.001,0.1)", "hydra/sweeper=optuna"],  # an optimizing sweeper samples it
-        ["--cfg", "job", "~loss", "loss.delta=2", "+trainer.foo=[1,2]", "data.path=/tmp/data/a-b.csv"],
+        ["--cfg", "job", "~scheduler", "loss=huber", "loss.delta=2", "+trainer.foo=[1,2]", "data=csv", "data.path=/tmp/data/a-b.csv"],
     ],
     ids=["glob", "glob-include-exclude", "choice-range-list", "sort-float-range", "interval-optuna", "flags-and-plain"],
 )
