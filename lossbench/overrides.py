@@ -109,6 +109,17 @@ def _load(path: Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text()) or {}
 
 
+def _group_config(config_dir: Path, group: str, name: str) -> dict[str, Any]:
+    """A group's config with the configs its ``defaults`` list pulls in from the same group."""
+    own = dict(_load(config_dir / group / f"{name}.yaml"))
+    merged: dict[str, Any] = {}
+    for entry in own.pop("defaults", []) or []:
+        if isinstance(entry, str) and entry != "_self_" and (config_dir / group / f"{entry}.yaml").exists():
+            merged.update(_group_config(config_dir, group, entry))
+    merged.update(own)
+    return merged
+
+
 def check_keys(argv: Sequence[str], config_dir: str | Path) -> None:
     """Refuse a key no config has (``data.n_sampels=300``), naming the key meant, before Hydra
     answers with its own multi-line error. New keys take ``+`` (``+trainer.profiler=simple``)."""
@@ -130,7 +141,7 @@ def check_keys(argv: Sequence[str], config_dir: str | Path) -> None:
         if not (config_dir / group).is_dir():
             continue
         for name in _chosen(group, parsed, config_dir):
-            node: Any = _load(config_dir / group / f"{name}.yaml")
+            node: Any = _group_config(config_dir, group, name)
             for i, part in enumerate(rest.split(".")):
                 if not isinstance(node, dict):
                     break

@@ -23,6 +23,7 @@ import traceback
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,8 +32,9 @@ from omegaconf import DictConfig, OmegaConf
 from . import __version__
 from . import schema as S
 from . import tracking
-from .constraints import Interval
-from .errors import LossbenchError, ParameterError, unknown_name
+from .configs import CONFIG_DIR
+from .constraints import Interval, Options
+from .errors import LossbenchError, ParameterError, did_you_mean, unknown_name
 
 log = logging.getLogger("lossbench")
 
@@ -239,6 +241,44 @@ _RUN_CHECKS = {
 }
 
 
+_ACCELERATOR = Options("auto", "cpu", "gpu", "cuda", "mps")
+_PRECISION = Options(*(str(p) for p in (64, 32, 16, "bf16", "64-true", "32-true", "16-true", "bf16-true", "16-mixed", "bf16-mixed")))
+
+
+def _check_trainer(t: Mapping[str, Any]) -> None:
+    """Lightning's own errors come only once the run exists, as tracebacks: check first."""
+    accelerator = _ACCELERATOR.check("trainer.accelerator", str(t.get("accelerator", "auto")))
+    _PRECISION.check("trainer.precision", str(t.get("precision", "32-true")))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ParameterError(
+            f"trainer.accelerator={accelerator}, but torch sees no GPU on this machine. "
+            "Use trainer=cpu, or trainer.accelerator=auto to take a GPU when there is one."
+        )
+    if accelerator == "mps" and not torch.backends.mps.is_available():
+        raise ParameterError("trainer.accelerator=mps, but this machine has no Apple GPU. Use trainer.accelerator=auto.")
+    known = {k for f in (CONFIG_DIR / "trainer").glob("*.yaml") for k in _yaml_keys(f)}
+    extra = sorted(set(t) - known)
+    if extra:  # a +trainer.<arg>: Lightning's signature says which it takes
+        import inspect
+
+        import pytorch_lightning as pl
+
+        takes = [k for k in inspect.signature(pl.Trainer.__init__).parameters if k != "self"]
+        for k in extra:
+            if k not in takes:
+                raise ParameterError(
+                    f"trainer.{k} is not an argument of Lightning's Trainer.{did_you_mean(k, takes)} "
+                    "See https://lightning.ai/docs/pytorch/stable/common/trainer.html#trainer-class-api."
+                )
+
+
+@functools.cache
+def _yaml_keys(path: Path) -> frozenset[str]:
+    import yaml
+
+    return frozenset((yaml.safe_load(path.read_text()) or {}).keys()) - {"defaults"}
+
+
 def prepare(cfg: DictConfig | Mapping[str, Any]) -> Prepared:
     """Everything up to (not including) training. Every user mistake surfaces here."""
     from .losses import validation
@@ -250,6 +290,7 @@ def prepare(cfg: DictConfig | Mapping[str, Any]) -> Prepared:
         if key not in c or c[key] is None:
             raise LossbenchError(f"The config has no '{key}' node. Choose one with {key}=<name>.")
     seed = _SEED.check("seed", c.get("seed", 0))
+    _check_trainer(c["trainer"])
     for key, constraint in _RUN_CHECKS.items():  # checked before anything is built or recorded
         group, _, name = key.partition(".")
         node = c.get(group) or {}

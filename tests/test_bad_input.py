@@ -62,7 +62,12 @@ CATALOGUE = [
     ("lr-not-positive", ["optimizer.lr=-0.1"], "optimizer.lr must be a float in (0, inf). Got -0.1"),
     ("max-epochs-zero", ["trainer.max_epochs=0"], "trainer.max_epochs must be an integer >= 1. Got 0"),
     ("max-epochs-forever", ["trainer.max_epochs=-1"], "trainer.max_epochs must be an integer >= 1. Got -1"),
+    ("trainer-precision-bogus", ["trainer.precision=bogus"], "trainer.precision must be one of '64', '32'"),
+    ("trainer-accelerator-tpu", ["trainer.accelerator=tpu"], "trainer.accelerator must be one of 'auto', 'cpu'"),
+    ("trainer-unknown-arg", ["+trainer.max_epoch=3"], "trainer.max_epoch is not an argument of Lightning's Trainer. Did you mean 'max_epochs'?"),
     ("weight-decay-negative", ["optimizer.weight_decay=-0.01"], "optimizer.weight_decay must be a float in [0, inf). Got -0.01"),
+    *([("trainer-gpu-without-one", ["trainer=gpu"], "torch sees no GPU on this machine. Use trainer=cpu")]
+      if not torch.cuda.is_available() else []),
     ("csv-missing", ["data=csv", "data.path={tmp}/nope.csv", "data.target=y", "loss=mse"], "nope.csv"),
     ("csv-empty", ["data=csv", "data.path={empty_csv}", "data.target=y", "loss=mse"], "empty"),
     ("csv-no-target-column", ["data=csv", "data.path={csv_ok}", "data.target=why", "loss=mse"], "why"),
