@@ -1,20 +1,19 @@
-"""The analysis, end to end: run table -> outcomes per seed -> ranking -> combinations -> recommendation.
+"""The analysis, end to end: run table -> variants over seeds -> ranking -> combinations -> recommendation.
 
 Everything here is data; :mod:`words` writes the sentences and :mod:`sections` lays them out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
 
 from ..errors import LossbenchError
 from .combos import ComboResult, compare_combos
-from .ranking import Complexity, LossResult, VariantStats, loss_complexity, rank_losses, seed_outcomes, variant_stats
+from .ranking import LossResult, rank_losses, variant_stats
 from .recommend import Recommendation, recommend
-from .table import as_text, prepare
+from .table import prepare
 
 
 @dataclass(frozen=True)
@@ -24,53 +23,35 @@ class ScenarioResult:
     objective: str
     mode: str  # "max" | "min"
     alpha: float
+    n_runs: int
     losses: tuple[LossResult, ...]  # in rank order
     recommendation: Recommendation
-    run_ids: tuple[str, ...]  # every run of the scenario
-    combos: tuple[ComboResult, ...] = ()
+    combos: tuple[ComboResult, ...]
 
     @property
     def metric(self) -> str:
         return "test_" + self.objective
 
     def by_loss(self, name: str) -> LossResult:
-        for r in self.losses:
-            if r.loss == name:
-                return r
-        raise KeyError(name)
+        return {r.loss: r for r in self.losses}[name]
 
 
 @dataclass(frozen=True)
 class Analysis:
-    table: pd.DataFrame  # prepared run table
-    outcomes: pd.DataFrame  # one row per (scenario, variant, seed)
+    table: pd.DataFrame  # the prepared run table
     scenarios: tuple[ScenarioResult, ...]
 
 
-def analyze_scenario(
-    df: pd.DataFrame, variants: Sequence[VariantStats], alpha: float = 0.05, complexity: Complexity | None = None
-) -> ScenarioResult:
-    """Rank the losses of one scenario, compare combinations with their parts, and recommend."""
-    cx = complexity or loss_complexity
-    first = df.iloc[0]
-    mode = str(first["objective_mode"])
-    results = rank_losses(variants, mode, alpha, cx)
-    rec = recommend(results, mode, lambda r: tuple(cx(r.loss, r.chosen.params, r.base)))
-    return ScenarioResult(
-        scenario=str(first["scenario"]), task=str(first["task"]), objective=str(first["objective"]), mode=mode,
-        alpha=alpha, losses=tuple(results), recommendation=rec, run_ids=tuple(as_text(df["run_id"])),
-        combos=compare_combos(results, mode, alpha),
-    )
-
-
-def analyze(table: pd.DataFrame, alpha: float = 0.05, complexity: Complexity | None = None) -> Analysis:
-    """Prepare the table, then rank and recommend in every scenario."""
-    if not 0 < alpha < 1:
-        raise LossbenchError(f"report.alpha must be in (0, 1), got {alpha!r}.")
+def analyze(table: pd.DataFrame, alpha: float = 0.05) -> Analysis:
+    """Prepare the table; then, per scenario, rank the losses, compare combinations with their parts, and recommend."""
+    if isinstance(alpha, bool) or not (isinstance(alpha, int | float) and 0 < alpha < 1):
+        raise LossbenchError(f"report.alpha must be a number in (0, 1), got {alpha!r}.")
     df = prepare(table)
-    outs = seed_outcomes(df)
-    by_scen: dict[str, list[VariantStats]] = {}
-    for v in variant_stats(outs, df):
-        by_scen.setdefault(v.scenario, []).append(v)
-    results = [analyze_scenario(g, by_scen[str(s)], alpha, complexity) for s, g in df.groupby("scenario", sort=True)]
-    return Analysis(table=df, outcomes=outs, scenarios=tuple(results))
+    scenarios = []
+    for scen, g in df.groupby("scenario", sort=True):
+        first = g.iloc[0]
+        mode = first["objective_mode"]
+        results = tuple(rank_losses(variant_stats(g), mode, alpha))
+        scenarios.append(ScenarioResult(str(scen), first["task"], first["objective"], mode, float(alpha), len(g),
+                                        results, recommend(results, mode), compare_combos(results, mode, alpha)))
+    return Analysis(df, tuple(scenarios))

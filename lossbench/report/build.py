@@ -71,8 +71,6 @@ def _build(
 ) -> ReportPaths:
     if not experiment_name:
         raise LossbenchError("tracking.experiment_name is empty: name the experiment to report on.")
-    if isinstance(alpha, bool) or not (isinstance(alpha, int | float) and 0 < alpha < 1):
-        raise LossbenchError(f"report.alpha must be a number in (0, 1), got {alpha!r}.")
     if isinstance(max_curve_runs, bool) or not isinstance(max_curve_runs, int) or max_curve_runs < 0:
         raise LossbenchError(f"report.max_curve_runs must be an int >= 0, got {max_curve_runs!r}.")
     client = runs.open_store(tracking_uri)
@@ -92,7 +90,7 @@ def _build(
     from .render import render, write_summary
     from .scenarios import scenario_settings, short_labels
 
-    analysis = analyze(table, alpha=float(alpha))
+    analysis = analyze(table, alpha)
     out.mkdir(parents=True, exist_ok=True)
     sink = FigureSink(out)
     picks = curve_runs(analysis, max_curve_runs)

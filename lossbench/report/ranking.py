@@ -15,7 +15,7 @@ How the numbers are made, per scenario (the report states these rules too):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -29,14 +29,12 @@ from .stats import against, mean_ci
 from .table import METRIC_PREFIX, NOT_HYPERPARAMETERS, loss_spec, natural_key, parse_params
 
 BEST_VAL = METRIC_PREFIX + schema.METRIC_BEST_VAL
-# what became of a seed (or a run)
-FINISHED, DIVERGED, ERROR, KILLED = "finished", "diverged", "error", "killed"
-INCOMPLETE = "incomplete"  # still running, or finished without the objective metric
+# what became of a seed (or a run); incomplete: still running, or finished without the objective metric
+FINISHED, DIVERGED, ERROR, KILLED, INCOMPLETE = "finished", "diverged", "error", "killed", "incomplete"
 OUTCOMES = (FINISHED, DIVERGED, ERROR, KILLED, INCOMPLETE)
 # simplicity: fewer hyperparameters first, then this fixed order, then the name
 SIMPLE_ORDER = ("mse", "l1", "cross_entropy", "bce", "rmse", "smooth_l1", "huber", "balanced_bce", "focal", "kl_div",
                 "js_div")
-Complexity = Callable[..., tuple[Any, ...]]  # (loss, params, base) -> sort key, smaller is simpler
 
 
 class Standing(str, Enum):
@@ -69,43 +67,10 @@ class Flag:
     of: int = 0
 
 
-# --------------------------------------------------------------------------- per seed, per variant
-def seed_outcomes(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (scenario, variant, seed): its outcome, test value and validation value.
-
-    A seed run several times counts once: its latest finished run, else its latest run.
-    """
-    value = pd.Series(np.nan, index=df.index, dtype=float)
-    for col, idx in df.groupby(df["metric"], sort=False).groups.items():
-        if col in df.columns:
-            value.loc[idx] = pd.to_numeric(df.loc[idx, col], errors="coerce")
-    val = pd.to_numeric(df[BEST_VAL], errors="coerce") if BEST_VAL in df.columns else pd.Series(np.nan, index=df.index)
-    status = df["status"]
-    outcome = np.select(
-        [(status == "FINISHED") & np.isfinite(value.to_numpy(float)), df["failure"].str.lower() == schema.FAILURE_DIVERGED,
-         status == "FAILED", status == "KILLED"],
-        [FINISHED, DIVERGED, ERROR, KILLED],
-        default=INCOMPLETE,
-    )
-    runs = pd.DataFrame({"scenario": df["scenario"], "loss": df["loss"], "variant": df["variant"], "seed": df["seed"],
-                         "run_id": df["run_id"], "start_time": df["start_time"], "outcome": outcome, "value": value,
-                         "val": val})
-    runs["_fin"] = runs["outcome"] == FINISHED
-    runs = runs.sort_values(["_fin", "start_time", "run_id"], kind="stable")
-    keys = ["scenario", "variant", "seed"]
-    last = runs.groupby(keys, sort=False).tail(1)
-    counts = runs.groupby(keys, sort=False).size().rename("n_runs")
-    per_outcome = runs.groupby([*keys, "outcome"], sort=False).size().unstack("outcome", fill_value=0)
-    per_outcome = per_outcome.reindex(columns=list(OUTCOMES), fill_value=0)
-    per_outcome.columns = [f"runs_{o}" for o in OUTCOMES]
-    return last.drop(columns="_fin").join(counts, on=keys).join(per_outcome, on=keys).reset_index(drop=True)
-
-
 @dataclass(frozen=True)
 class VariantStats:
     """One loss with one set of hyperparameters, over the seeds of one scenario."""
 
-    scenario: str
     loss: str  # as the report names it
     base: str  # the registered loss behind it
     variant: str  # key: loss | params | swept settings
@@ -115,8 +80,7 @@ class VariantStats:
     values: pd.Series  # test objective of each finished seed, indexed by seed
     val_values: pd.Series  # validation objective (best_val_objective) of each finished seed
     outcomes: dict[str, int]  # seeds per outcome
-    n_runs: int  # MLflow runs, duplicates included
-    run_outcomes: dict[str, int]  # runs per outcome, duplicates included
+    run_outcomes: dict[str, int]  # runs per outcome, re-runs of a seed included
     run_ids: dict[str, str]  # seed -> the run that counts
 
     @property
@@ -125,11 +89,11 @@ class VariantStats:
 
     @property
     def n_finished(self) -> int:
-        return self.outcomes.get(FINISHED, 0)
+        return self.outcomes[FINISHED]
 
     @property
     def n_failed(self) -> int:
-        return self.outcomes.get(DIVERGED, 0) + self.outcomes.get(ERROR, 0)
+        return self.outcomes[DIVERGED] + self.outcomes[ERROR]
 
     @property
     def ci(self) -> tuple[float, float, float]:
@@ -141,40 +105,46 @@ class VariantStats:
 
     @property
     def val_mean(self) -> float:
-        v = self.val_values.dropna()
-        return float(v.mean()) if len(v) else math.nan
+        return float(self.val_values.mean())
 
     @property
     def finished_run_ids(self) -> list[str]:
-        return [self.run_ids[seed] for seed in self.values.index if seed in self.run_ids]
+        return [self.run_ids[seed] for seed in self.values.index]
 
 
-def variant_stats(outcomes: pd.DataFrame, table: pd.DataFrame) -> list[VariantStats]:
-    """Per (scenario, variant): finished values by seed and seeds per outcome."""
-    info = table.drop_duplicates("variant").set_index("variant")
-    groups: dict[tuple[str, str], list[Any]] = {}
-    cols = ["scenario", "variant", "loss", "seed", "outcome", "value", "val", "run_id", "n_runs"]
-    for rec in outcomes[cols + [f"runs_{o}" for o in OUTCOMES]].itertuples(index=False, name=None):
-        groups.setdefault((str(rec[0]), str(rec[1])), []).append(rec)
+def variant_stats(df: pd.DataFrame) -> list[VariantStats]:
+    """One scenario's runs, per variant. A seed run several times counts once: its latest finished
+    run, else its latest run."""
+    metric, nan = df["metric"].iat[0], pd.Series(np.nan, index=df.index)
+    value = pd.to_numeric(df[metric], errors="coerce") if metric in df.columns else nan
+    val = pd.to_numeric(df[BEST_VAL], errors="coerce") if BEST_VAL in df.columns else nan
+    status = df["status"]
+    outcome = np.select(
+        [(status == "FINISHED") & np.isfinite(value.to_numpy(float)),
+         df["failure"].str.lower() == schema.FAILURE_DIVERGED, status == "FAILED", status == "KILLED"],
+        [FINISHED, DIVERGED, ERROR, KILLED],
+        default=INCOMPLETE,
+    )
+    runs = df.assign(outcome=outcome, value=value, val=val, finished=outcome == FINISHED)
+    runs = runs.sort_values(["finished", "start_time", "run_id"], kind="stable")  # the run that counts comes last
     out = []
-    for (scen, variant), recs in sorted(groups.items()):
-        fin = sorted((r for r in recs if r[4] == FINISHED), key=lambda r: natural_key(r[3]))
-        seeds = [r[3] for r in fin]
-        counts = dict.fromkeys(OUTCOMES, 0)
-        for r in recs:
-            counts[r[4]] += 1
-        row = info.loc[variant]
+    for variant, g in runs.groupby("variant", sort=True):
+        last = g.groupby("seed", sort=False).tail(1)
+        fin = last[last["outcome"] == FINISHED].set_index("seed")
+        fin = fin.loc[sorted(fin.index, key=natural_key)]
+        first = g.iloc[0]
         out.append(VariantStats(
-            scenario=scen, loss=str(recs[0][2]), base=str(row["base_loss"]), variant=variant,
-            label=str(row["variant_label"]), params=parse_params(row["loss_params"]),
-            extras=parse_params(row["variant_extras"]),
-            values=pd.Series([float(r[5]) for r in fin], index=seeds, dtype=float),
-            val_values=pd.Series([float(r[6]) for r in fin], index=seeds, dtype=float),
-            outcomes=counts, n_runs=int(sum(r[8] for r in recs)),
-            run_outcomes={o: int(sum(r[9 + i] for r in recs)) for i, o in enumerate(OUTCOMES)},
-            run_ids={str(r[3]): str(r[7]) for r in recs},
+            loss=first["loss"], base=first["base_loss"], variant=str(variant), label=first["variant_label"],
+            params=parse_params(first["loss_params"]), extras=parse_params(first["variant_extras"]),
+            values=fin["value"].astype(float), val_values=fin["val"].astype(float),
+            outcomes=_count(last["outcome"]), run_outcomes=_count(g["outcome"]),
+            run_ids=dict(zip(last["seed"], last["run_id"], strict=True)),
         ))
     return out
+
+
+def _count(outcomes: pd.Series) -> dict[str, int]:
+    return outcomes.value_counts().reindex(OUTCOMES, fill_value=0).to_dict()
 
 
 def choose_variant(variants: Sequence[VariantStats], mode: str) -> VariantStats:
@@ -193,7 +163,8 @@ def choose_variant(variants: Sequence[VariantStats], mode: str) -> VariantStats:
 
 
 # --------------------------------------------------------------------------- simplicity
-def loss_complexity(loss: str, params: Mapping[str, Any] | None = None, base: str | None = None) -> tuple[int, int, str]:
+def loss_complexity(loss: str, params: Mapping[str, Any] | None = None, base: str | None = None
+                    ) -> tuple[int, int, str]:
     """Sort key for "simplest": (number of hyperparameters, fixed order, name).
 
     The hyperparameters of a registered loss (``base``, else ``loss``) are its tunable params
@@ -203,23 +174,18 @@ def loss_complexity(loss: str, params: Mapping[str, Any] | None = None, base: st
     ``reduction``. A loss the registry does not know counts its logged params. A combo counts
     one weight plus the hyperparameters of each term.
     """
-    params = dict(params or {})
+    params, spec = dict(params or {}), loss_spec(base or loss)
     if (base or loss) == "combo":
         n = sum(1 + loss_complexity(name, extra)[0] for name, _, extra in combo_terms(params))
+    elif spec is None:
+        n = len([k for k in params if k not in NOT_HYPERPARAMETERS])
     else:
-        n = _n_hyperparameters(base or loss, params)
+        own = [p for p in spec.params if p.name != "reduction" and p.name not in spec.needs]
+        tunable = [p for p in own if p.search is not None]
+        if not tunable and not any(p.search is not None for p in spec.params):
+            tunable = [p for p in own if p.name not in NOT_HYPERPARAMETERS]
+        n = len(tunable) + len(spec.needs)
     return (n, SIMPLE_ORDER.index(loss) if loss in SIMPLE_ORDER else len(SIMPLE_ORDER), loss)
-
-
-def _n_hyperparameters(loss: str, params: Mapping[str, Any]) -> int:
-    spec = loss_spec(loss)
-    if spec is None:
-        return len([k for k in params if k not in NOT_HYPERPARAMETERS])
-    own = [p for p in spec.params if p.name != "reduction" and p.name not in spec.needs]
-    tunable = [p for p in own if p.search is not None]
-    if not tunable and not any(p.search is not None for p in spec.params):
-        tunable = [p for p in own if p.name not in NOT_HYPERPARAMETERS]
-    return len(tunable) + len(spec.needs)
 
 
 # --------------------------------------------------------------------------- per loss
@@ -231,12 +197,11 @@ class LossResult:
     chosen: VariantStats
     variants: tuple[VariantStats, ...]  # all variants of this loss in the scenario
     rank: int  # 1 = best; exact ties share a rank
+    comparison: Standing
+    flags: tuple[Flag, ...]
     p_value: float = math.nan  # paired t-test against the best
     p_adjusted: float = math.nan  # Holm-adjusted
-    n_pairs: int = 0
     mean_diff: float = math.nan  # this loss minus the best, over the paired seeds
-    comparison: Standing = Standing.TIED
-    flags: tuple[Flag, ...] = ()
 
     @property
     def base(self) -> str:
@@ -244,7 +209,11 @@ class LossResult:
 
     @property
     def all_failed(self) -> bool:
-        return all(v.n_finished == 0 for v in self.variants)
+        return self.chosen.n_finished == 0  # the chosen variant has a finished seed if any variant has
+
+    @property
+    def complexity(self) -> tuple[int, int, str]:
+        return loss_complexity(self.loss, self.chosen.params, self.base)
 
     @property
     def failed_runs(self) -> dict[str, int]:
@@ -254,11 +223,11 @@ class LossResult:
     @property
     def reliable(self) -> bool:
         """Never failed in its chosen variant and compared on at least two seeds."""
-        return self.chosen.n_failed == 0 and self.chosen.outcomes.get(KILLED, 0) == 0 and self.chosen.n_finished >= 2
+        return self.chosen.n_failed == 0 and self.chosen.outcomes[KILLED] == 0 and self.chosen.n_finished >= 2
 
 
-def _flags(v: VariantStats, all_failed: bool) -> list[Flag]:
-    if all_failed:
+def _flags(v: VariantStats) -> list[Flag]:
+    if v.n_finished == 0:
         return [Flag(FlagKind.ALL_FAILED)]
     out = [Flag(FlagKind(k), v.outcomes[k], v.n_seeds) for k in (DIVERGED, ERROR, KILLED, INCOMPLETE) if v.outcomes[k]]
     rerun = sum(v.run_outcomes[k] - v.outcomes[k] for k in (DIVERGED, ERROR, KILLED))
@@ -269,7 +238,7 @@ def _flags(v: VariantStats, all_failed: bool) -> list[Flag]:
     return out
 
 
-def rank_losses(variants: Sequence[VariantStats], mode: str, alpha: float, complexity: Complexity) -> list[LossResult]:
+def rank_losses(variants: Sequence[VariantStats], mode: str, alpha: float) -> list[LossResult]:
     """One scenario's losses in rank order, each compared with the best (paired tests, Holm)."""
     sign = -1.0 if mode == "max" else 1.0
     by_loss: dict[str, list[VariantStats]] = {}
@@ -277,24 +246,21 @@ def rank_losses(variants: Sequence[VariantStats], mode: str, alpha: float, compl
         by_loss.setdefault(v.loss, []).append(v)
     chosen = {loss: choose_variant(vs, mode) for loss, vs in by_loss.items()}
 
-    def rank_key(loss: str) -> tuple[Any, ...]:
-        v = chosen[loss]
-        return (v.n_finished == 0, sign * v.mean if not math.isnan(v.mean) else 0.0, complexity(loss, v.params, v.base))
+    def key(v: VariantStats) -> tuple[Any, ...]:
+        mean = 0.0 if math.isnan(v.mean) else sign * v.mean
+        return (v.n_finished == 0, mean, loss_complexity(v.loss, v.params, v.base))
 
-    order = sorted(by_loss, key=rank_key)
+    keys = {loss: key(v) for loss, v in chosen.items()}
+    order = sorted(by_loss, key=keys.__getitem__)
     ranks: dict[str, int] = {}  # competition ranks: exact metric ties share a rank
     for i, loss in enumerate(order):
-        same = i > 0 and rank_key(order[i - 1])[:2] == rank_key(loss)[:2]
-        ranks[loss] = ranks[order[i - 1]] if same else i + 1
+        ranks[loss] = ranks[order[i - 1]] if i and keys[order[i - 1]][:2] == keys[loss][:2] else i + 1
     contenders = [loss for loss in order if chosen[loss].n_finished > 0]
     tests = against(chosen[contenders[0]].values, {c: chosen[c].values for c in contenders[1:]}) if contenders else {}
     results = []
     for loss in order:
-        v = chosen[loss]
-        all_failed = all(x.n_finished == 0 for x in by_loss[loss])
-        t = tests.get(loss)
-        flags = _flags(v, all_failed)
-        if all_failed:
+        v, t, flags = chosen[loss], tests.get(loss), _flags(chosen[loss])
+        if v.n_finished == 0:
             standing = Standing.ALL_FAILED
         elif loss == contenders[0]:
             standing = Standing.BEST
@@ -303,9 +269,7 @@ def rank_losses(variants: Sequence[VariantStats], mode: str, alpha: float, compl
             flags.append(Flag(FlagKind.NOT_COMPARED, t.n))
         else:
             standing = Standing.WORSE if t.p_adjusted < alpha else Standing.TIED
-        results.append(LossResult(
-            loss=loss, chosen=v, variants=tuple(sorted(by_loss[loss], key=lambda x: x.label)), rank=ranks[loss],
-            p_value=t.p if t else math.nan, p_adjusted=t.p_adjusted if t else math.nan, n_pairs=t.n if t else 0,
-            mean_diff=t.diff if t else math.nan, comparison=standing, flags=tuple(flags),
-        ))
+        p = (t.p, t.p_adjusted, t.diff) if t else (math.nan, math.nan, math.nan)
+        results.append(LossResult(loss, v, tuple(sorted(by_loss[loss], key=lambda x: x.label)), ranks[loss], standing,
+                                  tuple(flags), *p))
     return results

@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -74,7 +74,7 @@ class Recommendation:
     reasons: tuple[Reason, ...] = field(default=())
 
 
-def recommend(results: Sequence[LossResult], mode: str, complexity: Callable[[LossResult], Any]) -> Recommendation:
+def recommend(results: Sequence[LossResult], mode: str) -> Recommendation:
     """Apply the rule (module docstring) to losses already ranked and compared with the best."""
     contenders = [r for r in results if not r.all_failed]
     failed = tuple(r.loss for r in results if r.all_failed)
@@ -100,7 +100,7 @@ def recommend(results: Sequence[LossResult], mode: str, complexity: Callable[[Lo
         return make(Verdict.ONLY_ONE, best, [best], None, why, *more)
     comparable = [r for r in others if not math.isnan(r.p_adjusted)]
     if best.chosen.n_finished < 2 or not comparable:
-        pick = min(contenders, key=lambda r: (r.chosen.n_failed > 0, complexity(r)))
+        pick = min(contenders, key=lambda r: (r.chosen.n_failed > 0, r.complexity))
         why = (Reason(Why.BEST_TOO_FEW_SEEDS, (best.loss,), best.chosen.n_finished) if best.chosen.n_finished < 2
                else Reason(Why.NONE_COMPARABLE))
         return make(Verdict.TOO_FEW_SEEDS, pick, contenders, next_after(pick), why)
@@ -109,7 +109,7 @@ def recommend(results: Sequence[LossResult], mode: str, complexity: Callable[[Lo
         worst = max(r.p_adjusted for r in comparable)
         why = Reason(Why.ALL_OTHERS_WORSE, (best.loss, others[0].loss), value=worst)
         return make(Verdict.SIGNIFICANT, best, tied, others[0].loss, why)
-    pick = min(tied, key=lambda r: (not r.reliable, complexity(r)))
+    pick = min(tied, key=lambda r: (not r.reliable, r.complexity))
     reasons = [Reason(Why.NO_SIGNIFICANT_DIFFERENCE, tuple(r.loss for r in tied))]
     if pick is not best:
         reasons += _better_on_every_seed(best, pick, mode)

@@ -211,7 +211,7 @@ def section_ranking(
         items.append({
             "scenario": names.get(s.scenario, s.scenario), "key": s.scenario, "settings": settings_text(settings, s.scenario),
             "task": s.task or "unknown", "objective": s.metric, "direction": words.direction(s.mode),
-            "n_runs": sum(v.n_runs for r in s.losses for v in r.variants),
+            "n_runs": s.n_runs,
             "verdict": words.VERDICT_WORDS[s.recommendation.verdict], "evidence": words.evidence(s),
             "notes": list(words.notes(s)), "ranking": _ranking_table(s), "variants": _variants_table(s),
             "secondary": secondary, "recall": recall_table, "figures": figs,
