@@ -130,9 +130,17 @@ def check_keys(argv: Sequence[str], config_dir: str | Path) -> None:
     top = set(_load(config_dir / "train.yaml")) - {"defaults", "hydra"}
     for o in parsed:
         k = o.key_or_group
-        if o.is_add() or o.is_force_add() or o.is_delete() or k.startswith("hydra") or "/" in k:
+        if k == "hydra.launcher.n_jobs" and not o.is_sweep_override():
+            n = o.value()
+            if isinstance(n, bool) or not isinstance(n, int) or n == 0:
+                raise ParameterError(
+                    f"hydra.launcher.n_jobs must be a number of workers (1, 2, ...; -1 for one per core). Got {n!r}."
+                )
+        if o.is_delete() or k.startswith("hydra") or "/" in k:
             continue
         group, _, rest = k.partition(".")
+        if (o.is_add() or o.is_force_add()) and rest:
+            continue  # a new key inside a config: the loss, data and trainer checks name what they take
         if not rest:
             if k not in top and k not in GROUPS and not (config_dir / k).is_dir():
                 known = sorted(top | {g for g in GROUPS if (config_dir / g).is_dir()})

@@ -58,19 +58,33 @@ def config_hash(cfg: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+_PORTS = {"http": 80, "https": 443, "postgresql": 5432, "mysql": 3306, "mssql": 1433}
+
+
 def _check_reachable(uri: str, timeout: float = 3.0) -> None:
+    """A store that does not answer fails within seconds (a database URI retried for minutes)."""
+    if not uri.strip():
+        raise TrackingError(
+            "tracking.uri is empty. Drop it to use the embedded store (sqlite:///mlflow.db), or give one "
+            "such as sqlite:///path/mlflow.db or http://127.0.0.1:5000."
+        )
     parsed = urllib.parse.urlparse(uri)
-    if parsed.scheme not in ("http", "https"):
+    scheme = parsed.scheme.split("+")[0]  # postgresql+psycopg2
+    if scheme not in _PORTS:
         return
     host = parsed.hostname or "localhost"
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    port = parsed.port or _PORTS[scheme]
     try:
         with socket.create_connection((host, port), timeout=timeout):
             pass
     except OSError as exc:
+        what = "MLflow tracking server" if scheme.startswith("http") else f"{scheme} database"
+        start = (
+            f"`mlflow server --host 127.0.0.1 --port {port} --backend-store-uri sqlite:///mlflow.db`"
+            if scheme.startswith("http") else "the database server"
+        )
         raise TrackingError(
-            f"The MLflow tracking server at {uri} does not answer ({exc.strerror or exc}). Start it "
-            f"(`mlflow server --host 127.0.0.1 --port {port} --backend-store-uri sqlite:///mlflow.db`), "
+            f"The {what} at {host}:{port} does not answer ({exc.strerror or exc}). Start {start}, "
             f"fix tracking.uri, or drop tracking.uri to use the embedded SQLite store. Nothing was trained."
         ) from None
 

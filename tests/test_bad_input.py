@@ -65,6 +65,10 @@ CATALOGUE = [
     ("trainer-precision-bogus", ["trainer.precision=bogus"], "trainer.precision must be one of '64', '32'"),
     ("trainer-accelerator-tpu", ["trainer.accelerator=tpu"], "trainer.accelerator must be one of 'auto', 'cpu'"),
     ("trainer-unknown-arg", ["+trainer.max_epoch=3"], "trainer.max_epoch is not an argument of Lightning's Trainer. Did you mean 'max_epochs'?"),
+    ("tracking-uri-empty", ["tracking.uri="], "tracking.uri is empty. Drop it to use the embedded store"),
+    ("database-not-listening", ["tracking.uri=postgresql://u:p@127.0.0.1:1/db"], "The postgresql database at 127.0.0.1:1 does not answer"),
+    ("unknown-setting-added", ["+foo=1"], "Unknown setting 'foo'."),
+    ("joblib-no-workers", ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0", "seed=0,1"], "hydra.launcher.n_jobs must be a number of workers"),
     ("weight-decay-negative", ["optimizer.weight_decay=-0.01"], "optimizer.weight_decay must be a float in [0, inf). Got -0.01"),
     *([("trainer-gpu-without-one", ["trainer=gpu"], "torch sees no GPU on this machine. Use trainer=cpu")]
       if not torch.cuda.is_available() else []),
