@@ -108,6 +108,7 @@ def test_term_errors_name_the_term() -> None:
         ("focal", "neither a list nor a mapping"),
         ([{"weight": 1.0}], "not a mapping with a 'name'"),
         ([{"name": 3}], "not a string"),
+        ({"cross_entropy": 0.0, "focal": 0}, "every weight is 0"),
     ],
 )
 def test_malformed_terms(terms: object, why: str) -> None:

@@ -76,6 +76,8 @@ def normalise_terms(value: Any) -> tuple[dict[str, Any], ...]:
                 f"combo's reduction so that the terms can be added."
             )
         terms.append({"name": name, "weight": weight, "params": params})
+    if terms and not any(t["weight"] > 0 for t in terms):
+        raise _bad_terms(value, "every weight is 0, so the loss is 0 and nothing trains; give a term a weight > 0")
     return tuple(terms)
 
 
