@@ -89,9 +89,10 @@ def overrides_from(args: Sequence[Any], kwargs: Mapping[str, Any], *, sweep: boo
 def _check(overrides: Sequence[str]) -> None:
     """Group names checked before composing, with a did-you-mean (as the command line does)."""
     from .configs import CONFIG_DIR
-    from .overrides import check_choices
+    from .overrides import check_choices, check_keys
 
     check_choices(list(overrides), CONFIG_DIR)
+    check_keys(list(overrides), CONFIG_DIR)
 
 
 # --------------------------------------------------------------------------- MLflow -> DataFrame
@@ -280,7 +281,9 @@ def choose(df: pd.DataFrame, target: str = "y", *overrides: str | Sequence[str],
         raise LossbenchError(f"lossbench.choose reads the DataFrame as its data; drop {taken[0]!r} (name the column to "
                              f"predict with target=...).")
     ov += ["data=csv", f"data.target={_value(str(target))}"]
-    _check(ov)
+    from .choose.flow import check_overrides
+
+    check_overrides(ov)
     out_dir = Path(str(compose([*ov, "data.path=pending.csv"]).report.out_dir))
     path = out_dir / f"table-{_table_digest(df)}.csv"
     if not path.is_file():

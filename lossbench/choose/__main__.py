@@ -63,8 +63,14 @@ def _app(cfg: DictConfig) -> None:
 
 def main() -> None:
     from ..__main__ import _register_resolvers
+    from .flow import check_overrides
 
     _register_resolvers()
+    try:  # before Hydra starts, so that a mistyped name is one line with a did-you-mean
+        check_overrides(sys.argv[1:])
+    except LossbenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     _app()
 
 

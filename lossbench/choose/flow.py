@@ -75,9 +75,24 @@ def compose(overrides: Sequence[str], config_name: str = "choose") -> DictConfig
         raise LossbenchError(f"Cannot compose the config: {exc}") from None
 
 
-def _check_overrides(overrides: Sequence[str]) -> None:
+def check_overrides(overrides: Sequence[str]) -> None:
+    """What the command line checks before Hydra starts (group names, setting names, with a
+    did-you-mean), plus choose's own: its options' names, no loss, no sweep."""
+    import yaml
+
+    from ..configs import CONFIG_DIR
+    from ..errors import ParameterError, did_you_mean
+    from ..overrides import check_choices, check_keys, is_override
+
+    overrides = [o for o in overrides if is_override(o)]
+    check_choices(list(overrides), CONFIG_DIR)
+    check_keys(list(overrides), CONFIG_DIR)
+    known = list((yaml.safe_load((Path(CONFIG_DIR) / "choose.yaml").read_text(encoding="utf-8")) or {})["choose"])
     for o in overrides:
         key = o.lstrip("+~").split("=", 1)[0]
+        if key.startswith("choose.") and key.split(".")[1] not in known:
+            name = key.split(".")[1]
+            raise ParameterError(f"Unknown choose option '{name}'.{did_you_mean(name, known)} Options: {', '.join(known)}.")
         if key == "loss" or key.startswith("loss."):
             raise LossbenchError(
                 f"python -m lossbench.choose picks the losses itself; drop {o!r} (add a loss to the shortlist with "
@@ -148,13 +163,17 @@ def run_choose(
     from .render import terminal
 
     overrides = list(overrides)
-    _check_overrides(overrides)
+    check_overrides(overrides)
     tic = time.monotonic()
     base = compose(overrides)
     opts = check_options(OmegaConf.to_container(base.choose, resolve=True))  # type: ignore[arg-type]
     if profile_only is not None:
         opts["profile_only"] = bool(profile_only)
     c = OmegaConf.to_container(job_config(base), resolve=True)
+    from ..pipeline import _SEED
+
+    assert isinstance(c, dict)
+    c["seed"] = _SEED.check("seed", c.get("seed", 0))
     report_opts = OmegaConf.to_container(base.report, resolve=True)
     assert isinstance(c, dict) and isinstance(report_opts, dict)
     out_dir = Path(str(report_opts["out_dir"]))
