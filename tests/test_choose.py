@@ -176,6 +176,12 @@ def test_choose_options_and_overrides_are_checked(mlflow_uri):
         run_choose(["data=regression_outliers", "loss=huber", f"tracking.uri={mlflow_uri}"])
     with pytest.raises(ParameterError, match="choose.seeds must be at least 5"):
         run_choose(["data=regression_outliers", "choose.seeds=3", f"tracking.uri={mlflow_uri}"])
+    from lossbench.choose.flow import check_overrides
+
+    with pytest.raises(ParameterError, match="Unknown choose option 'seed'. Did you mean 'seeds'"):
+        check_overrides(["data=regression_outliers", "choose.seed=5"])
+    with pytest.raises(LossbenchError, match="is a sweep"):
+        check_overrides(["data=regression_outliers", "seed=0,1"])
     with pytest.raises(LossbenchError, match="Did you mean 'huber'"):
         run_choose(["data=regression_outliers", "choose.extra_losses=[hubr]", "choose.profile_only=true",
                     f"tracking.uri={mlflow_uri}"], printer=lambda s: None)

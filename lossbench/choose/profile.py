@@ -209,6 +209,10 @@ def heteroscedasticity(x: np.ndarray, residuals: np.ndarray, fitted: np.ndarray,
     (as Breusch-Pagan uses) keep a few gross errors from deciding the test. Also given: the
     Spearman correlation of ``|residual|`` with the fitted value and its 95% interval
     (Fisher's z with the standard error ``1.03 / sqrt(n - 3)``, Fieller et al. 1957).
+
+    The residuals are those of a linear fit, so a nonlinear mean that the fit misses shows up
+    here too (measured: a clean sum of sines and squares is called heteroscedastic); the
+    method string says so.
     """
     from scipy.stats import chi2, spearmanr
 
@@ -234,7 +238,7 @@ def heteroscedasticity(x: np.ndarray, residuals: np.ndarray, fitted: np.ndarray,
         "df": df,
         "rho_abs_residual_fitted": {"value": rho, "ci": rho_ci, "method": "Spearman, Fisher-z CI"},
         "method": f"Glejser test: |robust residual| on the inputs, fitted values and their squares, n R^2 ~ chi2({df}); "
-                  f"heteroscedastic when p < {HETERO_ALPHA}",
+                  f"heteroscedastic when p < {HETERO_ALPHA} (a nonlinear mean the linear fit misses also counts)",
     }
 
 

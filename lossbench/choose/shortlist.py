@@ -189,8 +189,9 @@ def _regression(p: Mapping[str, Any], b: _Builder, notes: list[str]) -> None:
         rho = het["rho_abs_residual_fitted"]
         b.add_some(ranked("heteroscedasticity", "robust_to_outliers", "regression"), "heteroscedasticity",
                    f"the noise level changes across the inputs (Glejser test p = {het['p_value']:.2g}; Spearman "
-                   f"correlation of |residual| with the fitted value {ci_text(rho, lambda v: f'{v:.2f}')}); squared "
-                   f"error lets the noisiest region dominate the fit, an absolute-error loss weighs every region alike",
+                   f"correlation of |residual| with the fitted value {ci_text(rho, lambda v: f'{v:.2f}')}; a nonlinear "
+                   f"mean that a linear fit misses looks the same); squared error lets the noisiest region dominate "
+                   f"the fit, an absolute-error loss weighs every region alike",
                    limit=1)
     skew = target.get("skew")
     kurt = target.get("excess_kurtosis")
