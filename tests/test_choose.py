@@ -141,6 +141,13 @@ def test_large_sets_are_subsampled_and_say_so():
     assert p["n_profiled"] <= 420 < p["n_samples"]
     assert any("subsample" in n for n in p["notes"])
     assert p["imbalance_ratio"] == 10.0  # counts come from the whole split
+    rng = np.random.default_rng(0)  # image-like: wide float32 inputs, reduced before the quick model
+    y = rng.integers(0, 4, 3000)
+    x = (rng.standard_normal((4, 784)).astype(np.float32)[y] * 0.3 + rng.standard_normal((3000, 784)).astype(np.float32))
+    wide = measure(x, y, "multiclass", max_rows=1000)
+    assert wide["n_profiled"] <= 1010 and any("784 input features reduced to 50 principal components" in n
+                                               for n in wide["notes"])
+    assert wide["label_noise"]["value"] < 0.02 and wide["seconds"] < 30
 
 
 # --------------------------------------------------------------------------- bad input

@@ -384,7 +384,7 @@ def measure(
     single class, a class with one row, or too few rows to cross-validate.
     """
     tic = time.monotonic()
-    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    x = np.asarray(x).reshape(len(x), -1)  # as given (float32 images stay float32 until subsampled)
     y = np.asarray(y)
     n_total = len(y)
     notes: list[str] = []
@@ -402,6 +402,7 @@ def measure(
         labels = labels[idx] if labels is not None else None
         notes.append(f"measured on a {'class-stratified ' if labels is not None else ''}random subsample of "
                      f"{len(y)} of the {n_total} training rows (choose.profile_rows)")
+    x = x.astype(np.float64)
     xs = standardise(x)
     rng = np.random.default_rng(seed)
     out: dict[str, Any] = {
