@@ -35,52 +35,35 @@ TAG_COLUMNS = {
 DATA_INFO_PREFIX = "data_info."
 
 
-def _local_path(uri: str) -> tuple[str, Path] | None:
-    """``(kind, path)`` for a store on the local disk, else None (a server)."""
-    if uri.startswith("sqlite:///"):
-        path = uri[len("sqlite:///") :].split("?", 1)[0]
-        return ("sqlite", Path(path)) if path and path != ":memory:" else None
-    parsed = urlparse(uri)
-    if parsed.scheme == "file":
-        return ("file", Path(parsed.path))
-    if parsed.scheme == "" or (len(parsed.scheme) == 1 and uri[1:3] in (":\\", ":/")):  # a bare path
-        return ("file", Path(uri))
-    return None
-
-
-def _check_server(uri: str, timeout: float = 3.0) -> None:
-    """Fail fast when a tracking server does not answer (MLflow itself retries for minutes)."""
-    parsed = urlparse(uri)
-    if parsed.scheme not in ("http", "https"):
-        return
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parsed.hostname or "localhost", port), timeout=timeout):
-            pass
-    except OSError as exc:
-        raise TrackingError(
-            f"The MLflow tracking server at {uri} does not answer ({exc.strerror or exc}). Start it, or point "
-            f"tracking.uri at the store the runs were logged to (e.g. tracking.uri=sqlite:///mlflow.db)."
-        ) from None
-
-
 def open_store(uri: str) -> MlflowClient:
-    """An MLflow client for ``uri``; a local store that does not exist is an error, never created."""
+    """An MLflow client for ``uri``. A local store that does not exist is an error, never created; a
+    server that does not answer fails fast (MLflow itself retries for minutes)."""
     if not uri:
         raise TrackingError("tracking.uri is empty. Set it, e.g. tracking.uri=sqlite:///mlflow.db.")
-    local = _local_path(uri)
-    if local is not None:
-        kind, path = local
-        if not path.exists():
+    parsed = urlparse(uri)
+    if uri.startswith("sqlite:///"):
+        path = uri[len("sqlite:///") :].split("?", 1)[0]
+        local = Path(path) if path and path != ":memory:" else None
+    else:  # file:// or a bare path (a Windows one has a drive letter for a scheme)
+        bare = parsed.scheme == "" or (len(parsed.scheme) == 1 and uri[1:3] in (":\\", ":/"))
+        local = Path(parsed.path) if parsed.scheme == "file" else Path(uri) if bare else None
+    if local is not None and not local.exists():
+        raise TrackingError(
+            f"No MLflow store at {uri}: {local.resolve()} does not exist. Point tracking.uri at the "
+            f"store the runs were logged to (e.g. tracking.uri=sqlite:///path/to/mlflow.db), or log "
+            f"some runs first with `python -m lossbench`."
+        )
+    if local is not None and uri.startswith("sqlite:///") and not local.is_file():
+        raise TrackingError(f"No MLflow store at {uri}: {local.resolve()} is not a file.")
+    if parsed.scheme in ("http", "https"):
+        try:
+            port = parsed.port or (443 if parsed.scheme == "https" else 80)
+            socket.create_connection((parsed.hostname or "localhost", port), timeout=3.0).close()
+        except OSError as exc:
             raise TrackingError(
-                f"No MLflow store at {uri}: {path.resolve()} does not exist. Point tracking.uri at the "
-                f"store the runs were logged to (e.g. tracking.uri=sqlite:///path/to/mlflow.db), or log "
-                f"some runs first with `python -m lossbench`."
-            )
-        if kind == "sqlite" and not path.is_file():
-            raise TrackingError(f"No MLflow store at {uri}: {path.resolve()} is not a file.")
-    else:
-        _check_server(uri)
+                f"The MLflow tracking server at {uri} does not answer ({exc.strerror or exc}). Start it, or point "
+                f"tracking.uri at the store the runs were logged to (e.g. tracking.uri=sqlite:///mlflow.db)."
+            ) from None
     try:
         return MlflowClient(tracking_uri=uri)
     except MlflowException as exc:
@@ -131,8 +114,8 @@ def run_table(client: MlflowClient, experiment: Experiment) -> tuple[pd.DataFram
     """
     try:
         with gc_paused(), _tracking_uri(client.tracking_uri):
-            runs = mlflow.search_runs([experiment.experiment_id], run_view_type=ViewType.ACTIVE_ONLY,
-                                      order_by=["attributes.start_time ASC"], max_results=None, output_format="pandas")  # all
+            runs = mlflow.search_runs([experiment.experiment_id], run_view_type=ViewType.ACTIVE_ONLY, max_results=None,
+                                      order_by=["attributes.start_time ASC"], output_format="pandas")
     except MlflowException as exc:
         raise TrackingError(f"Cannot read runs from {client.tracking_uri}: {exc.message}") from exc
     loss_tag = "tags." + schema.TAG_LOSS
@@ -140,44 +123,38 @@ def run_table(client: MlflowClient, experiment: Experiment) -> tuple[pd.DataFram
     ignored = len(runs) - len(ours)  # parent runs, or runs some other tool logged here
     if ours.empty:
         return pd.DataFrame(), ignored
-    out = pd.DataFrame({"run_id": ours["run_id"], "run_name": ours.get("tags.mlflow.runName"), "status": ours["status"]},
-                       index=ours.index)
-    out["start_time"] = (ours["start_time"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)
-    for col, tag in TAG_COLUMNS.items():
-        if "tags." + tag in ours.columns:
-            out[col] = ours["tags." + tag]
+    # search_runs orders params, metrics and tags as a set does (by hash): sort them, so that a
+    # report on the same runs is the same every time
+    tags = {"tags." + tag: col for col, tag in TAG_COLUMNS.items() if "tags." + tag in ours.columns}
+    tags |= {c: c.removeprefix("tags.") for c in sorted(ours.columns) if c.startswith("tags." + DATA_INFO_PREFIX)}
+    kept = [*sorted(c for c in ours.columns if c.startswith("params.")),
+            *sorted(c for c in ours.columns if c.startswith("metrics."))]
+    out = pd.concat([
+        pd.DataFrame({"run_id": ours["run_id"], "run_name": ours.get("tags.mlflow.runName"), "status": ours["status"],
+                      "start_time": (ours["start_time"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)}),
+        ours[list(tags)].rename(columns=tags), ours[kept],
+    ], axis=1)
     named = ours.get("tags." + schema.TAG_LOSS_VARIANT)
     if named is not None and named.notna().any():  # a named loss config (label_smoothing) is reported as a loss
         out["base_loss"] = out["loss"]
         out["loss"] = named.where(named.notna() & (named != ""), out["loss"])
-    # search_runs orders params, metrics and tags as a set does (by hash): sort them, so that a
-    # report on the same runs is the same every time
-    data_info = sorted(c for c in ours.columns if c.startswith("tags." + DATA_INFO_PREFIX))
-    kept = sorted(c for c in ours.columns if c.startswith("params.")) + sorted(c for c in ours.columns if c.startswith("metrics."))
-    out = pd.concat([out, ours[data_info].rename(columns=lambda c: c.removeprefix("tags.")), ours[kept]], axis=1)
-    if "seed" not in out.columns and "params.seed" in out.columns:
-        out["seed"] = out["params.seed"]
-    elif "params.seed" in out.columns:
-        out["seed"] = out["seed"].where(out["seed"].notna(), out["params.seed"])
-    if "scenario" not in out.columns:
-        out["scenario"] = None
-    fallback = out["data"] if "data" in out.columns else pd.Series(None, index=out.index, dtype=object)
-    if "params.data.name" in out.columns:  # older runs: the dataset name stands for the scenario
-        fallback = fallback.where(fallback.notna(), out["params.data.name"])
-    out["scenario"] = out["scenario"].where(out["scenario"].notna(), fallback.where(fallback.notna(), "data"))
+
+    def column(name: str) -> pd.Series:
+        return out[name] if name in out.columns else pd.Series(None, index=out.index, dtype=object)
+
+    if "params.seed" in out.columns:  # no seed tag: the config's seed
+        out["seed"] = column("seed").combine_first(out["params.seed"])
+    # no scenario tag: the dataset stands for it (older runs: the dataset's name in the config)
+    out["scenario"] = column("scenario").combine_first(column("data")).combine_first(column("params.data.name"))
+    out["scenario"] = out["scenario"].fillna("data")
     return out.reset_index(drop=True), ignored
 
 
 @contextlib.contextmanager
 def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector (re-entrant; restores the previous state).
-
-    Reading runs builds tens of thousands of ORM objects, and drawing builds thousands of
-    matplotlib artists; those allocations trigger collection after collection, each
-    scanning every live object (torch, mlflow and pandas hold millions). Pausing it makes
-    reading 1000 runs 2-3x faster and a whole report about 20% faster. Nothing is leaked:
-    collection resumes afterwards.
-    """
+    """Pause the cyclic garbage collector (re-entrant). Reading runs builds tens of thousands of ORM
+    objects and drawing thousands of artists, each allocation burst scanning every live object
+    (torch, mlflow and pandas hold millions): paused, a whole report takes about 20% less time."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:

@@ -25,7 +25,6 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from .. import schema
@@ -96,9 +95,9 @@ def canonical_params(value: Any) -> str:
     if not isinstance(value, Mapping):
         try:
             value = json.loads(str(value))
-        except (TypeError, ValueError):
+        except ValueError:
             return str(value)
-    return json.dumps(value if not isinstance(value, Mapping) else dict(value), sort_keys=True, default=str)
+    return json.dumps(dict(value) if isinstance(value, Mapping) else value, sort_keys=True, default=str)
 
 
 def parse_params(value: str) -> dict[str, Any]:
@@ -140,14 +139,9 @@ def shown_params(base: str, params: Mapping[str, Any]) -> dict[str, Any]:
     """The params worth a label: not None, and, for settings that are not tuned (no search
     space, e.g. ``ignore_index``), only where they differ from the default."""
     spec = loss_spec(base)
-    known = {p.name: p for p in spec.params} if spec is not None else {}
-    out = {}
-    for k, v in params.items():
-        p = known.get(k)
-        if k in NOT_HYPERPARAMETERS or v is None or (p is not None and p.search is None and v == p.default):
-            continue
-        out[k] = v
-    return out
+    untuned = {p.name: p.default for p in spec.params if p.search is None} if spec is not None else {}
+    return {k: v for k, v in params.items()
+            if k not in NOT_HYPERPARAMETERS and v is not None and not (k in untuned and v == untuned[k])}
 
 
 def variant_label(loss: str, params_json: str, extras_json: str = "{}", base: str | None = None) -> str:
@@ -157,7 +151,8 @@ def variant_label(loss: str, params_json: str, extras_json: str = "{}", base: st
     params = parse_params(params_json)
     terms = combo_terms(params) if (base or loss) == "combo" else ()
     if terms:
-        label = "combo(" + " + ".join(f"{fmt_value(w)}·{n}" + (f"({fmt_params(p)})" if p else "") for n, w, p in terms) + ")"
+        label = "combo(" + " + ".join(f"{fmt_value(w)}·{n}" + (f"({fmt_params(p)})" if p else "") for n, w, p in terms)
+        label += ")"
     else:
         shown = shown_params(base or loss, params)
         label = loss + (f"({fmt_params(shown)})" if shown else "")
@@ -179,40 +174,30 @@ def prepare(table: pd.DataFrame) -> pd.DataFrame:
         )
     if table.empty:
         raise LossbenchError("The run table is empty: there are no runs to report on.")
-    df = table.copy()
-    for c in OPTIONAL_COLUMNS:
-        if c not in df.columns:
-            df[c] = np.nan
+    df = table.reindex(columns=[*table.columns, *(c for c in OPTIONAL_COLUMNS if c not in table.columns)])
     df = df.reset_index(drop=True)
-    if df["run_id"].map(is_missing).any():
-        df["run_id"] = [f"row{i}" if is_missing(r) else str(r) for i, r in enumerate(df["run_id"])]
-    df["status"] = as_text(df["status"]).str.upper()
-    for c in ("loss", "scenario"):
+    ids = as_text(df["run_id"])
+    df["run_id"] = ids.where(ids != "", pd.Series([f"row{i}" for i in range(len(df))]))
+    for c in ("status", "loss", "scenario", "failure"):
         df[c] = as_text(df[c])
-    df["base_loss"] = [b if b else lo for b, lo in zip(as_text(df["base_loss"]), df["loss"], strict=True)]
+    df["status"] = df["status"].str.upper()
+    df["base_loss"] = as_text(df["base_loss"]).where(lambda b: b != "", df["loss"])
     df["seed"] = df["seed"].map(_seed_text)
-    df["failure"] = as_text(df["failure"])
     df["start_time"] = pd.to_numeric(df["start_time"], errors="coerce").fillna(0)
     df["loss_params"] = df["loss_params"].map(canonical_params)
     loss_cols = [c for c in df.columns if c.startswith("params.loss.") and c != "params.loss.name"]
     if loss_cols and (df["loss_params"] == "{}").any():  # fall back on the flattened config
-        keys = [c[len("params.loss.") :] for c in loss_cols]
-        fallback = [
-            json.dumps({k: _logged(v) for k, v in zip(keys, row, strict=True) if not is_missing(v)}, sort_keys=True)
-            for row in df[loss_cols].astype(object).itertuples(index=False, name=None)
-        ]
+        flat = df[loss_cols].rename(columns=lambda c: c.removeprefix("params.loss.")).astype(object)
+        fallback = [json.dumps({k: _logged(v) for k, v in row.items() if not is_missing(v)}, sort_keys=True)
+                    for row in flat.to_dict("records")]
         df["loss_params"] = df["loss_params"].where(df["loss_params"] != "{}", pd.Series(fallback, index=df.index))
-    # the objective and its direction: one per scenario
-    found: dict[str, tuple[str, str, str]] = {}
-    for scen, sub in df.groupby("scenario", sort=False):
-        task = mode_value(sub["task"])
-        objective = mode_value(sub["objective"]) or DEFAULT_OBJECTIVE.get(str(task), "loss")
-        mode = mode_value(sub["objective_mode"])
-        if mode not in ("max", "min"):
-            mode = "max" if schema.HIGHER_IS_BETTER.get(objective, False) else "min"
-        found[scen] = (task or "", objective, mode)
-    for i, c in enumerate(("task", "objective", "objective_mode")):
-        df[c] = df["scenario"].map({s: v[i] for s, v in found.items()}).astype(object)
+    # the task, the objective and its direction: the most common per scenario, else defaults
+    per = df.groupby("scenario", sort=False)[["task", "objective", "objective_mode"]].agg(mode_value)
+    per["objective"] = per["objective"].fillna(per["task"].map(DEFAULT_OBJECTIVE)).fillna("loss")
+    higher = per["objective"].map(lambda o: "max" if schema.HIGHER_IS_BETTER.get(o, False) else "min")
+    per["objective_mode"] = per["objective_mode"].where(per["objective_mode"].isin(["max", "min"]), higher)
+    per["task"] = per["task"].fillna("")
+    df[per.columns] = per.loc[df["scenario"]].to_numpy()
     df["metric"] = METRIC_PREFIX + "test_" + as_text(df["objective"])
     # variants: loss params plus swept model/optimizer settings
     extra_cols = [
@@ -223,11 +208,9 @@ def prepare(table: pd.DataFrame) -> pd.DataFrame:
     ]
     if as_text(df["model"]).nunique() > 1:
         extra_cols = ["model", *extra_cols]
-    keys = [c.removeprefix(PARAM_PREFIX) for c in extra_cols]
-    df["variant_extras"] = [
-        json.dumps({k: str(v) for k, v in zip(keys, row, strict=True)}, sort_keys=True)
-        for row in df[extra_cols].astype(object).itertuples(index=False, name=None)
-    ] if extra_cols else "{}"
+    extras = df[extra_cols].rename(columns=lambda c: c.removeprefix(PARAM_PREFIX)).astype(object)
+    df["variant_extras"] = [json.dumps({k: str(v) for k, v in row.items()}, sort_keys=True)
+                            for row in extras.to_dict("records")]
     df["variant"] = df["loss"] + "|" + df["loss_params"] + "|" + df["variant_extras"]
     cols = ["variant", "loss", "loss_params", "variant_extras", "base_loss"]
     labels = {v: variant_label(lo, p, e, b) for v, lo, p, e, b in df[cols].drop_duplicates().itertuples(index=False)}
