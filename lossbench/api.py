@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -159,8 +160,12 @@ def sweep(*overrides: str | Sequence[str], **kw: Any) -> pd.DataFrame:
     groups (``engine``); returns one row per run, in job order. Jobs whose config is invalid
     are recorded FAILED, as in a command-line sweep, and have no row.
     """
+    import pandas as pd
+    from hydra import compose as hydra_compose
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra
 
+    from .choose.flow import hydra_context
     from .engine import engine_settings, run_jobs
     from .engine.compose import JobComposer
     from .overrides import parse
@@ -168,41 +173,25 @@ def sweep(*overrides: str | Sequence[str], **kw: Any) -> pd.DataFrame:
 
     ov = overrides_from(overrides, kw, sweep=True)
     _check(ov)
-    parsed = [parse(o) for o in ov]
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
-    jobs_overrides = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from .configs import CONFIG_DIR
-
-    sweep_id = f"api_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)) if not GlobalHydra.instance().is_initialized() \
-            else _nullcontext():
-        try:
+    # the sweep's jobs as Hydra's basic sweeper expands them, composed as lossbench's sweeper composes them
+    jobs_overrides = [job for batch in BasicSweeper.split_arguments([parse(o) for o in ov], None) for job in batch]
+    try:
+        with hydra_context():
             master = hydra_compose("train", overrides=[], return_hydra_config=True)
             composer = JobComposer(GlobalHydra.instance().config_loader(), master)
             jobs = [(i, composer(list(o)), " ".join(o)) for i, o in enumerate(jobs_overrides)]
-        except LossbenchError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - Hydra's composition errors, in one line
-            raise LossbenchError(f"Cannot compose the sweep's configs: {exc}") from None
+    except LossbenchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Hydra's composition errors, in one line
+        raise LossbenchError(f"Cannot compose the sweep's configs: {exc}") from None
     silence_lightning()
     engine, max_group = engine_settings(jobs[0][1])
+    sweep_id = f"api_{time.strftime('%Y-%m-%d_%H-%M-%S')}_{secrets.token_hex(2)}"  # two sweeps in one second differ
     results = run_jobs(jobs, sweep_id=sweep_id, multirun=True, engine=engine, max_group=max_group)
     done = [results[i] for i in sorted(results) if results[i] is not None]
     if not done:
-        import pandas as pd
-
         return pd.DataFrame(columns=["run_id", "experiment_id", "status"])
     return runs_frame(done[0].tracking_uri, [r.run_id for r in done])
-
-
-def _nullcontext() -> Any:
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 # --------------------------------------------------------------------------- choose

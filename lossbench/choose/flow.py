@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import math
+import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -57,19 +58,26 @@ class ChooseOutcome:
         return json.loads(Path(path).read_text(encoding="utf-8")) if path and Path(path).is_file() else None
 
 
-def compose(overrides: Sequence[str], config_name: str = "choose") -> DictConfig:
-    """The config composed with ``overrides``, inside a running Hydra app or on its own."""
-    from hydra import compose as hydra_compose
+def hydra_context() -> contextlib.AbstractContextManager[Any]:
+    """Hydra's config search over lossbench's configs: the running app's, or one opened for the call."""
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
 
     from ..configs import CONFIG_DIR
 
-    inside = GlobalHydra.instance().is_initialized()
+    if GlobalHydra.instance().is_initialized():
+        return contextlib.nullcontext()
+    return initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR))
+
+
+def compose(overrides: Sequence[str], config_name: str = "choose") -> DictConfig:
+    """The config composed with ``overrides``, inside a running Hydra app or on its own."""
+    from hydra import compose as hydra_compose
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
     try:
-        with contextlib.nullcontext() if inside else initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        with hydra_context():
             return hydra_compose(config_name=config_name, overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as exc:
         raise LossbenchError(f"Cannot compose the config: {exc}") from None
@@ -195,7 +203,7 @@ def run_choose(
     jobs = build_jobs(overrides, plan)
     printer(f"Sweep: {plan.describe()}; MLflow experiment '{exp_name}' at {uri}.")
     tic = time.monotonic()
-    outcome.sweep_id = f"choose_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+    outcome.sweep_id = f"choose_{time.strftime('%Y-%m-%d_%H-%M-%S')}_{secrets.token_hex(2)}"
     outcome.results = sweep(jobs, c, outcome.sweep_id, printer)
     outcome.seconds["sweep"] = round(time.monotonic() - tic, 2)
     tic = time.monotonic()

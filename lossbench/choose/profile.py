@@ -228,8 +228,8 @@ def heteroscedasticity(x: np.ndarray, residuals: np.ndarray, fitted: np.ndarray,
     p_value = float(chi2.sf(stat, df))
     rho = float(spearmanr(a, fitted).statistic)
     half = Z95 * 1.03 / math.sqrt(max(len(a) - 3, 1))
-    rho_ci = [math.tanh(math.atanh(max(min(rho, 0.999999), -0.999999)) - half),
-              math.tanh(math.atanh(max(min(rho, 0.999999), -0.999999)) + half)]
+    z = math.atanh(max(min(rho, 0.999999), -0.999999))
+    rho_ci = [math.tanh(z - half), math.tanh(z + half)]
     return {
         "detected": bool(p_value < HETERO_ALPHA),
         "p_value": p_value,
@@ -260,9 +260,9 @@ def class_profile(counts: np.ndarray) -> dict[str, Any]:
         slope, icept = np.polyfit(ranks, logs, 1)
         ss = float(((logs - logs.mean()) ** 2).sum()) or 1.0
         r2_exp = 1.0 - float(((logs - (slope * ranks + icept)) ** 2).sum()) / ss
-        levels = np.unique(order).size
-        two_level = levels == 2 or (np.sum(np.abs(order - order.max()) <= 0.1 * order.max())
-                                    + np.sum(np.abs(order - order.min()) <= 0.1 * order.max()) == order.size)
+        # step (Buda et al. 2018): every count close to either the largest or the smallest
+        gap = np.minimum(np.abs(order - order.max()), np.abs(order - order.min()))
+        two_level = bool(np.all(gap <= 0.1 * order.max()))
         shape = "step" if two_level else "exponential" if r2_exp >= 0.9 else "irregular"
     elif ratio >= 1.5:
         shape = "two classes, unequal"
