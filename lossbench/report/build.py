@@ -1,4 +1,4 @@
-"""``build_report``: MLflow experiment in; HTML, Markdown and summary.json out."""
+"""``build_report``: MLflow experiment in; HTML, Markdown, summary.json and figures out."""
 
 from __future__ import annotations
 
@@ -9,12 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import LossbenchError
-from . import runs
-from .render import check_formats
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from .analysis import Analysis
 
 
@@ -37,9 +33,8 @@ def curve_runs(analysis: Analysis, limit: int) -> dict[tuple[str, str], str]:
         for r in s.losses:
             if len(out) >= limit:
                 return out
-            v = r.chosen
-            if len(v.values):
-                out[(s.scenario, r.loss)] = v.run_ids[v.values.index[0]]
+            if len(r.chosen.values):
+                out[(s.scenario, r.loss)] = r.chosen.finished_run_ids[0]
     return out
 
 
@@ -53,83 +48,67 @@ def build_report(
     max_curve_runs: int = 200,
     appendix: bool = True,
 ) -> ReportPaths:
-    """Read ``experiment_name`` from the MLflow store at ``tracking_uri`` and write the report.
+    """Read ``experiment_name`` from the MLflow store at ``tracking_uri`` and write the report under ``out_dir``.
 
-    Writes ``report.html`` (figures embedded), ``report.md`` (figures linked), ``summary.json``
-    (each scenario's recommendation and ranking, as data) and the figures as PNG files under
-    ``out_dir/figures``. Raises :class:`LossbenchError` for an unknown or empty experiment or a
-    store that does not exist.
+    ``report.html`` embeds the figures, ``report.md`` links them (PNG files under ``figures/``);
+    ``summary.json`` holds each scenario's recommendation and ranking as data. Raises
+    :class:`LossbenchError` for an unknown or empty experiment or a store that does not exist.
     """
+    # imported here: importing the package (and its analysis) loads neither mlflow nor jinja2,
+    # and an unknown experiment is reported without loading torch or matplotlib
+    from . import runs
+    from .render import check_formats
+
     fmts = check_formats(formats)
-    with runs.gc_paused():
-        return _build(experiment_name, tracking_uri, Path(out_dir), alpha, fmts, max_curve_runs, appendix)
-
-
-def _build(
-    experiment_name: str, tracking_uri: str, out: Path, alpha: float, fmts: tuple[str, ...], max_curve_runs: int,
-    appendix: bool,
-) -> ReportPaths:
     if not experiment_name:
         raise LossbenchError("tracking.experiment_name is empty: name the experiment to report on.")
     if isinstance(max_curve_runs, bool) or not isinstance(max_curve_runs, int) or max_curve_runs < 0:
         raise LossbenchError(f"report.max_curve_runs must be an int >= 0, got {max_curve_runs!r}.")
-    client = runs.open_store(tracking_uri)
-    experiment = runs.find_experiment(client, experiment_name)
-    table, ignored = runs.run_table(client, experiment)
-    if table.empty:
-        extra = f" ({ignored} run(s) there lack the lossbench tags)" if ignored else ""
-        raise LossbenchError(
-            f"The experiment '{experiment_name}' has no lossbench runs{extra}. Log some first, e.g. "
-            f"`python -m lossbench -m loss=mse,l1,huber seed=0,1,2 tracking.experiment_name={experiment_name}`."
-        )
-    # imported here: an unknown experiment is reported without loading torch or matplotlib
-    from .. import __version__
-    from . import sections
-    from .analysis import analyze
-    from .figures import FIGURE_PREFIXES, FigureSink
-    from .render import render, write_summary
-    from .scenarios import scenario_settings, short_labels
+    with runs.gc_paused():
+        client = runs.open_store(tracking_uri)
+        table, ignored = runs.run_table(client, runs.find_experiment(client, experiment_name))
+        if table.empty:
+            extra = f" ({ignored} run(s) there lack the lossbench tags)" if ignored else ""
+            raise LossbenchError(
+                f"The experiment '{experiment_name}' has no lossbench runs{extra}. Log some first, e.g. "
+                f"`python -m lossbench -m loss=mse,l1,huber seed=0,1,2 tracking.experiment_name={experiment_name}`."
+            )
+        from .. import __version__
+        from . import sections
+        from .analysis import analyze
+        from .figures import FIGURE_PREFIXES, FigureSink
+        from .render import render, write_summary
+        from .scenarios import scenario_settings, short_labels
 
-    analysis = analyze(table, alpha)
-    out.mkdir(parents=True, exist_ok=True)
-    sink = FigureSink(out)
-    picks = curve_runs(analysis, max_curve_runs)
-    objective_of = {s.scenario: s.objective for s in analysis.scenarios}
-    by_key: dict[str, list[str]] = {}
-    for (scen, _), rid in picks.items():
-        by_key.setdefault(f"val_{objective_of[scen]}", []).append(rid)
-    histories: dict[str, pd.DataFrame] = {}
-    for key, ids in by_key.items():
-        histories.update(runs.metric_histories(client, ids, key))
-    settings = scenario_settings(analysis.table)
-    names = short_labels(settings, [s.scenario for s in analysis.scenarios], with_name=True)
-    context = {
-        "experiment": experiment_name,
-        "tracking_uri": tracking_uri,
-        "n_runs": len(analysis.table),
-        "n_ignored": ignored,
-        "n_scenarios": len(analysis.scenarios),
-        "alpha": f"{alpha:g}",
-        "generated": _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-        "version": __version__,
-        "summary": sections.summary(analysis, names),
-        "task": sections.section_task(analysis),
-        "norm": sections.section_normalisation(analysis, settings, names),
-        "ranking": sections.section_ranking(analysis, settings, names, sink, histories, picks),
-        "combo": sections.section_combination(analysis, names),
-        "traits": sections.section_traits(analysis, names),
-        "appendix": sections.section_appendix(analysis, sink) if appendix else None,
-    }
-    written = render(context, out, fmts)
-    summary = write_summary(analysis, names, out)
-    _remove_stale_figures(out / "figures", set(sink.paths), FIGURE_PREFIXES)
-    return ReportPaths(out, written.get("html"), written.get("md"), tuple(sink.paths), summary)
-
-
-def _remove_stale_figures(folder: Path, keep: set[Path], prefixes: tuple[str, ...]) -> None:
-    """Figures an earlier report wrote here and this one did not (only files named as reports name them)."""
-    if not folder.is_dir():
-        return
-    for path in folder.glob("*.png"):
-        if path not in keep and path.name.startswith(prefixes):
+        analysis = analyze(table, alpha)
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        sink = FigureSink(out)
+        picks = curve_runs(analysis, max_curve_runs)
+        objective = {s.scenario: s.objective for s in analysis.scenarios}
+        histories = runs.metric_histories(client, {rid: f"val_{objective[scen]}" for (scen, _), rid in picks.items()})
+        settings = scenario_settings(analysis.table)
+        names = short_labels(settings, [s.scenario for s in analysis.scenarios], with_name=True)
+        context = {
+            "experiment": experiment_name,
+            "tracking_uri": tracking_uri,
+            "n_runs": len(analysis.table),
+            "n_ignored": ignored,
+            "n_scenarios": len(analysis.scenarios),
+            "alpha": f"{alpha:g}",
+            "generated": _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+            "version": __version__,
+            "summary": sections.summary(analysis, names),
+            "task": sections.section_task(analysis),
+            "norm": sections.section_normalisation(analysis, settings, names),
+            "ranking": sections.section_ranking(analysis, settings, names, sink, histories, picks),
+            "combo": sections.section_combination(analysis, names),
+            "traits": sections.section_traits(analysis, names),
+            "appendix": sections.section_appendix(analysis, sink) if appendix else None,
+        }
+        written = render(context, out, fmts)
+        summary = write_summary(analysis, names, out)
+    for path in (out / "figures").glob("*.png"):  # figures an earlier report wrote here and this one did not
+        if path not in sink.paths and path.name.startswith(FIGURE_PREFIXES):
             path.unlink()
+    return ReportPaths(out, written.get("html"), written.get("md"), tuple(sink.paths), summary)

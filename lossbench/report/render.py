@@ -26,21 +26,9 @@ def _md_cell(value: Any) -> str:
     return str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
-def _environment(autoescape: bool) -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("lossbench.report", "templates"),
-        autoescape=autoescape,
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-    )
-    env.filters["cell"] = _md_cell
-    return env
-
-
 def check_formats(formats: Sequence[str]) -> tuple[str, ...]:
     out = tuple(str(f).lower() for f in formats)
-    bad = [f for f in out if f not in FORMATS]
-    if bad or not out:
+    if not out or any(f not in FORMATS for f in out):
         raise LossbenchError(
             f"report.formats must be a non-empty list drawn from {', '.join(FORMATS)}; got {list(formats)!r}. "
             f"E.g. report.formats=[html,md]."
@@ -53,12 +41,12 @@ def render(context: Mapping[str, Any], out_dir: Path, formats: Sequence[str]) ->
     from .words import SECTION_TITLES
 
     out: dict[str, Path] = {}
-    ctx = {"titles": SECTION_TITLES, **context}
     for fmt in check_formats(formats):
-        text = _environment(autoescape=fmt == "html").get_template(TEMPLATES[fmt]).render(**ctx)
-        path = out_dir / FORMATS[fmt]
-        path.write_text(text, encoding="utf-8")
-        out[fmt] = path
+        env = jinja2.Environment(loader=jinja2.PackageLoader("lossbench.report", "templates"), autoescape=fmt == "html",
+                                 undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+        env.filters["cell"] = _md_cell
+        out[fmt] = out_dir / FORMATS[fmt]
+        out[fmt].write_text(env.get_template(TEMPLATES[fmt]).render(titles=SECTION_TITLES, **context), encoding="utf-8")
     return out
 
 
@@ -73,9 +61,9 @@ def _plain(x: Any) -> Any:
     return getattr(x, "value", x)
 
 
-def summary_data(analysis: Analysis, names: Mapping[str, str]) -> dict[str, Any]:
-    """Per scenario: the recommended loss, the verdict and its reasons, the runner-up, the objective,
-    and the ranking with means, 95% CIs and Holm-adjusted p-values against the best."""
+def write_summary(analysis: Analysis, names: Mapping[str, str], out_dir: Path) -> Path:
+    """``summary.json``: per scenario, the recommended loss, the verdict and its reasons, the runner-up,
+    the objective, and the ranking with means, 95% CIs and Holm-adjusted p-values against the best."""
     scenarios = []
     for s in analysis.scenarios:
         rec = s.recommendation
@@ -93,10 +81,7 @@ def summary_data(analysis: Analysis, names: Mapping[str, str]) -> dict[str, Any]
             "reasons": [{"why": r.why, "losses": r.losses, "n": r.n, "value": r.value} for r in rec.reasons],
             "ranking": ranking,
         })
-    return _plain({"alpha": analysis.scenarios[0].alpha if analysis.scenarios else None, "scenarios": scenarios})
-
-
-def write_summary(analysis: Analysis, names: Mapping[str, str], out_dir: Path) -> Path:
+    data = _plain({"alpha": analysis.scenarios[0].alpha, "scenarios": scenarios})
     path = out_dir / SUMMARY
-    path.write_text(json.dumps(summary_data(analysis, names), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     return path

@@ -11,7 +11,7 @@ import contextlib
 import gc
 import os
 import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -164,10 +164,10 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def metric_histories(client: MlflowClient, run_ids: Iterable[str], key: str) -> dict[str, pd.DataFrame]:
-    """Per run, the history of metric ``key`` as a frame ``(step, value)``; one call per run."""
+def metric_histories(client: MlflowClient, keys: Mapping[str, str]) -> dict[str, pd.DataFrame]:
+    """Per run of ``{run_id: metric key}``, that metric's history as a frame ``(step, value)``; one call per run."""
     out = {}
-    for rid in run_ids:
+    for rid, key in keys.items():
         try:
             hist = client.get_metric_history(rid, key)
         except MlflowException:

@@ -217,7 +217,7 @@ def section_ranking(
             "secondary": secondary, "recall": recall_table, "figures": figs,
         })
     return {
-        "method": words.METHOD, "alpha": analysis.scenarios[0].alpha if analysis.scenarios else 0.05, "items": items,
+        "method": words.METHOD, "alpha": analysis.scenarios[0].alpha, "items": items,
         "axis_figures": axis_refs, "curve_figures": figures.curve_figures(analysis, settings, sink, histories, curve_runs),
         "sensitivity_figures": figures.sensitivity_figures(analysis, settings, sink),
     }
