@@ -226,7 +226,11 @@ def main() -> None:
         # Hydra's default names a sweep by the second it started: two sweeps started together
         # would share a folder and a sweep id, and count each other's runs
         sys.argv.append(f"hydra.sweep.dir=multirun/{time.strftime('%Y-%m-%d/%H-%M-%S')}-{secrets.token_hex(2)}")
-    _app()  # a status other than 0 leaves as SystemExit: from the run, or from the sweep's summary
+    try:
+        _app()  # a status other than 0 leaves as SystemExit: from the run, or from the sweep's summary
+    except KeyboardInterrupt:  # a sweep whose workers were stopped (engine/stop.py)
+        _say("\nInterrupted: the sweep's runs in progress are recorded as KILLED.")
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ Real processes, real signals, real MLflow stores; nothing here is mocked.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -259,3 +260,54 @@ def test_a_signal_inside_a_store_write_waits_for_the_write(mlflow_uri, sig):
     got = tracking.client(mlflow_uri).get_run(run.run_id)
     assert got.info.status == "KILLED"
     assert [h.value for h in tracking.client(mlflow_uri).get_metric_history(run.run_id, "m")] == [1.0, 0.5]
+
+
+def _session_processes(sid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[3]) == sid and fields[0] != "Z":
+                out.append(int(entry))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads the process table from /proc")
+@pytest.mark.parametrize("how", ["ctrl-c-to-the-group", "sigterm-to-the-parent"])
+def test_an_interrupted_joblib_sweep_ends_its_workers_runs_killed_and_leaves_no_process(tmp_path, how, wait_until_training):
+    import time
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking.ensure_experiment(uri, "joblib-stop")
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "LOSSBENCH_DEBUG")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lossbench", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "engine=sequential",
+         "loss=mse,l1", "data=regression_outliers", "data.n_samples=200", "model=linear", "trainer.max_epochs=100000",
+         "tracking.experiment_name=joblib-stop"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
+    )
+    try:
+        ids = wait_until_training(uri, "joblib-stop", proc, n=2)
+        if how == "ctrl-c-to-the-group":
+            os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        else:
+            os.kill(proc.pid, signal.SIGTERM)  # a scheduler's cancel reaches the parent only
+        _, err = proc.communicate(timeout=180)
+        deadline = time.time() + 20
+        while _session_processes(proc.pid) and time.time() < deadline:
+            time.sleep(0.5)
+        left = _session_processes(proc.pid)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert "recorded as KILLED" in err
+    assert [tracking.client(uri).get_run(i).info.status for i in ids] == ["KILLED", "KILLED"]
+    assert left == [], f"processes left behind: {left}"

@@ -109,7 +109,14 @@ class GroupingLauncher(Launcher):
                 f"lossbench engine: {len(job_overrides)} jobs as {len(jobs)} group job(s) "
                 f"({', '.join(str(s) for s in sizes)} runs each)"
             )
-        return self.inner.launch(jobs, initial_job_idx=initial_job_idx)
+        if type(self.inner).__name__ == "BasicLauncher":  # jobs run in this process: their runs handle signals
+            return self.inner.launch(jobs, initial_job_idx=initial_job_idx)
+        from ..sweep import sweep_id_from_dir
+        from .stop import workers_stop_cleanly
+
+        cfg = self.sweeper.config
+        with workers_stop_cleanly(str(cfg.tracking.uri), str(cfg.tracking.experiment_name), sweep_id_from_dir(cfg.hydra.sweep.dir)):
+            return self.inner.launch(jobs, initial_job_idx=initial_job_idx)
 
 
 class LossbenchSweeper(Sweeper):

@@ -1,0 +1,124 @@
+"""Ctrl-C or SIGTERM to a sweep whose jobs run in worker processes (joblib, a local Ray).
+
+joblib answers an interrupt by killing its workers outright, so the runs they were
+training stayed RUNNING; a SIGTERM to the parent killed only the parent, and the workers
+trained on. Here the parent catches both signals first: it sends SIGTERM to every
+worker, whose run ends KILLED through the run's own handler, waits until the sweep has
+no RUNNING run left (or ``grace`` seconds), kills what is still there, settles any run
+whose process is gone, and only then lets the interrupt through.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+
+log = logging.getLogger("lossbench")
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes below ``pid``, children first (``/proc`` where there is one, else ``pgrep``)."""
+    children: dict[int, list[int]] = {}
+    if os.path.isdir("/proc"):
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as f:
+                        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+                children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop(0)
+        if os.path.isdir("/proc"):
+            kids = children.get(p, [])
+        else:
+            found = subprocess.run(["pgrep", "-P", str(p)], capture_output=True, text=True).stdout.split()
+            kids = [int(k) for k in found]
+        out.extend(kids)
+        todo.extend(kids)
+    return out
+
+
+def _is_tracker(pid: int) -> bool:
+    """loky's resource tracker ignores SIGTERM and ends with its parent: leave it be."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"resource_tracker" in f.read()
+    except OSError:
+        return False
+
+
+def _signal(pids: list[int], sig: int) -> None:
+    for p in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(p, sig)
+
+
+def stop_workers(uri: str, experiment: str, sweep_id: str, grace: float = 60.0) -> None:
+    """SIGTERM every worker, wait for the sweep's runs to end, kill the rest, settle leftovers."""
+    from .. import tracking
+
+    workers = [p for p in descendants(os.getpid()) if not _is_tracker(p)]
+    _signal(workers, signal.SIGTERM)
+    log.info(f"Stopping {len(workers)} worker process(es): their runs end KILLED")
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        running = [r for r in tracking.sweep_runs(uri, experiment, sweep_id) if r.info.status == "RUNNING"]
+        alive = [p for p in workers if _alive(p)]
+        if not running or not alive:
+            break
+        time.sleep(0.5)
+    _signal([p for p in workers if _alive(p)], signal.SIGKILL)
+    for p in workers:  # reap what we can, so that settle_stuck sees them gone
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(p, os.WNOHANG)
+    time.sleep(0.2)
+    tracking.settle_stuck(uri, tracking.sweep_runs(uri, experiment, sweep_id))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return not os.path.isdir("/proc")
+
+
+@contextlib.contextmanager
+def workers_stop_cleanly(uri: str, experiment: str, sweep_id: str) -> Iterator[None]:
+    """Around a launcher's launch: Ctrl-C or SIGTERM stop the workers cleanly, then interrupt."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stopping = []
+
+    def handler(signum: int, frame: object) -> None:
+        if stopping:  # a second Ctrl-C while stopping: stop at once
+            raise KeyboardInterrupt
+        stopping.append(signum)
+        stop_workers(uri, experiment, sweep_id)
+        raise KeyboardInterrupt
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+__all__ = ["descendants", "stop_workers", "workers_stop_cleanly"]
