@@ -202,7 +202,10 @@ def _instantiate(group: str, name: str, node: dict[str, Any], **extra: Any) -> A
 
 
 def scenario_key(data_name: str, data_cfg: Mapping[str, Any]) -> str:
-    parts = [f"{k}={data_cfg[k]}" for k in sorted(data_cfg) if k not in _NOT_SCENARIO and not k.startswith("_")]
+    parts = [
+        f"{k}={data_cfg[k]}" for k in sorted(data_cfg)
+        if k not in _NOT_SCENARIO and not k.startswith("_") and not (k == "objective" and data_cfg[k] is None)
+    ]
     return f"{data_name}({', '.join(parts)})" if parts else data_name
 
 
@@ -299,8 +302,11 @@ def prepare(cfg: DictConfig | Mapping[str, Any]) -> Prepared:
 
     seed_everything(seed)
     data_name, data_cfg = _split_name(c["data"], "data")
+    objective = data_cfg.pop("objective", None)  # a choice of the run, not an argument of the data
     dm = _instantiate("data", data_name, data_cfg)
     info = dm.info  # loads and checks the data
+    if objective is not None:
+        info = dm.set_objective(objective)
 
     loss_name, loss_cfg = _split_name(c["loss"], "loss")
     loss_cfg.pop("reduction", None)

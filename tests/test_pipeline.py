@@ -14,6 +14,7 @@ from lossbench import schema as S
 from lossbench import tracking
 
 FAST = ["trainer.max_epochs=2"]
+REG_SMALL = ["loss=l1", "data=regression_outliers", "data.n_samples=200", "model=linear"]
 
 
 def get_run(uri: str, run_id: str):
@@ -94,6 +95,28 @@ def test_a_run_ends_once_and_the_first_status_stays(mlflow_uri):
     assert got.data.params["a.b"] == "1" and got.data.params["long"].endswith("...") and len(got.data.params["long"]) == 6000
     assert [(h.step, h.value) for h in tracking.client(mlflow_uri).get_metric_history(run.run_id, "m")] == [(0, 1.0), (1, 0.5), (2, 0.25)]
     assert {a.path for a in tracking.client(mlflow_uri).list_artifacts(run.run_id)} == {"a.txt", "b.json"}
+
+
+@pytest.mark.parametrize("engine", ["sequential", "batched"])
+def test_data_objective_selects_on_validation_and_ranks_on_test(compose, mlflow_uri, engine):
+    cfg = compose(*REG_SMALL, "data.objective=median_ae", f"engine={engine}", "tracking.skip_finished=false", "trainer.max_epochs=4")
+    if engine == "batched":
+        from lossbench.engine import run_jobs
+
+        r = run_jobs([(0, cfg, "")], engine="batched")[0]
+    else:
+        r = pipeline.run(cfg)
+    assert r.status == "FINISHED", r.message
+    run = get_run(mlflow_uri, r.run_id)
+    assert run.data.tags[S.TAG_OBJECTIVE] == "median_ae" and run.data.tags[S.TAG_OBJECTIVE_MODE] == "min"
+    assert "objective=median_ae" in run.data.tags[S.TAG_SCENARIO]
+    history = tracking.client(mlflow_uri).get_metric_history(r.run_id, "val_median_ae")
+    assert run.data.metrics[S.METRIC_BEST_VAL] == pytest.approx(min(h.value for h in history))
+
+
+def test_an_objective_the_task_does_not_log_is_refused(compose):
+    with pytest.raises(LossbenchError, match="objective must be one of 'loss', 'mse', 'rmse'"):
+        pipeline.prepare(compose(*REG_SMALL, "data.objective=balanced_accuracy"))
 
 
 def test_same_seed_same_metrics_other_seed_other_metrics(compose):

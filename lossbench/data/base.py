@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -317,6 +317,18 @@ class TensorDataModule:
         if self._info is None:
             self.setup("fit")
         assert self._info is not None
+        return self._info
+
+    def set_objective(self, metric: str) -> DataInfo:
+        """Select on validation and rank on test by ``metric`` (``data.objective``), not the task's default."""
+        from .. import schema as S
+
+        info = self.info
+        names = ("loss", *(S.REGRESSION_METRICS if info.task == "regression" else S.CLASSIFICATION_METRICS))
+        metric = check_param("objective", metric, Options(*names))
+        self._info = replace(
+            info, objective=metric, objective_mode="max" if S.HIGHER_IS_BETTER[metric] else "min"
+        )
         return self._info
 
     def tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
