@@ -373,12 +373,11 @@ def curve_figures(analysis: Analysis, settings: pd.DataFrame, sink: FigureSink, 
     return refs
 
 
-def appendix_figures(analysis: Analysis, sink: FigureSink, data: Any, losses: Mapping[str, tuple[str, Any]]
-                     ) -> list[FigureRef]:
+def appendix_figures(analysis: Analysis, sink: FigureSink, data: Any, losses: Mapping[str, str]) -> list[FigureRef]:
     """Each loss and its gradient: regression losses against the residual, classification ones against the
     true-class probability."""
     palette = _loss_colors(analysis)
-    colors = {label: palette.get(loss) for label, (loss, _) in losses.items()}
+    colors = {label: palette.get(loss) for label, loss in losses.items()}
     out = []
     if data.regression.curves:
         rmse = words.RMSE_APPENDIX if any(k.startswith("rmse") for k in data.regression.curves) else ""
