@@ -232,6 +232,16 @@ class Prepared:
         return self.variant or self.loss_name
 
 
+def build_data(node: Mapping[str, Any]) -> tuple[str, Any]:
+    """The data config's name and its data module (not loaded yet; ``.info`` loads it)."""
+    data_name, data_cfg = _split_name(node, "data")
+    objective = data_cfg.pop("objective", None)  # a choice of the run, not an argument of the data
+    dm = _instantiate("data", data_name, data_cfg)
+    if objective is not None:
+        dm.set_objective(objective)
+    return data_name, dm
+
+
 _SEED = Interval(int, 0, 2**32 - 1, "both")  # numpy's seed range
 _POSITIVE = Interval(float, 0, math.inf, "neither")
 _RUN_CHECKS = {
@@ -301,12 +311,8 @@ def prepare(cfg: DictConfig | Mapping[str, Any]) -> Prepared:
             constraint.check(key, node[name])
 
     seed_everything(seed)
-    data_name, data_cfg = _split_name(c["data"], "data")
-    objective = data_cfg.pop("objective", None)  # a choice of the run, not an argument of the data
-    dm = _instantiate("data", data_name, data_cfg)
+    data_name, dm = build_data(c["data"])
     info = dm.info  # loads and checks the data
-    if objective is not None:
-        info = dm.set_objective(objective)
 
     loss_name, loss_cfg = _split_name(c["loss"], "loss")
     loss_cfg.pop("reduction", None)

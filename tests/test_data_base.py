@@ -307,6 +307,7 @@ def test_every_data_config_instantiates_with_the_class_defaults(path, tmp_path):
         root.data.path, root.data.target = str(table), "y"
     params = OmegaConf.to_container(root.data, resolve=True)
     name = params.pop("name")
+    assert params.pop("objective") is None  # a choice of the run, read by pipeline.build_data
     dm = instantiate(params)
     assert isinstance(dm, TensorDataModule) and dm.name == name and dm.seed == 7
     # every value in the config equals the constructor's default, so Python and CLI agree

@@ -473,12 +473,11 @@ def load_training_split(cfg: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray,
     and the raw table for a CSV or Parquet source (None otherwise), whose missing cells the
     profile counts before the DataModule refuses them.
     """
-    from ..pipeline import _instantiate, _split_name, seed_everything
+    from ..pipeline import build_data, seed_everything
 
     seed = int(cfg.get("seed", 0))
     seed_everything(seed)
-    data_name, data_cfg = _split_name(cfg["data"], "data")
-    dm = _instantiate("data", data_name, data_cfg)
+    _, dm = build_data(cfg["data"])
     table = None
     read = getattr(dm, "_read_table", None)
     if callable(read):
