@@ -7,6 +7,7 @@ exits with status 2; set ``LOSSBENCH_DEBUG=1`` to see the traceback too.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -20,6 +21,7 @@ from omegaconf import DictConfig
 
 from .configs import CONFIG_DIR
 from .errors import LossbenchError
+from .gpus import gpu_count, gpu_for_job
 
 log = logging.getLogger("lossbench")
 
@@ -43,7 +45,6 @@ def _app(cfg: DictConfig) -> object:
     sweep_id = sweep_id_from_dir(hc.sweep.dir) if multirun else None
     overrides = " ".join(hc.overrides.task)
     if multirun:
-        assign_gpu(cfg, int(hc.job.num))
         _share_cores(hc)
     try:
         from .engine import engine_settings
@@ -52,7 +53,8 @@ def _app(cfg: DictConfig) -> object:
         members = cfg.engine.get("members") if cfg.get("engine") else None
         if members or (engine != "sequential" and (multirun or engine == "batched")):
             return _run_engine(cfg, hc, engine, max_group, members, sweep_id, multirun)
-        result = pipeline.run(cfg, sweep_id=sweep_id, overrides=overrides, multirun=multirun)
+        with gpu_for_job([cfg], int(hc.job.num)) if multirun else contextlib.nullcontext():
+            result = pipeline.run(cfg, sweep_id=sweep_id, overrides=overrides, multirun=multirun)
     except LossbenchError as exc:
         if os.environ.get("LOSSBENCH_DEBUG"):
             raise
@@ -105,8 +107,6 @@ def _run_engine(cfg, hc, engine, max_group, members, sweep_id, multirun):  # typ
 
     if members:
         jobs = _member_configs(str(members), hc)
-        for _, member_cfg, _ in jobs:  # the group job's GPU, as a plain job would get
-            assign_gpu(member_cfg, int(hc.job.num))
     else:
         jobs = [(int(hc.job.num) if multirun else 0, cfg, " ".join(hc.overrides.task))]
 
@@ -115,7 +115,8 @@ def _run_engine(cfg, hc, engine, max_group, members, sweep_id, multirun):  # typ
             log.info(f"[job {num}] {_one_line(result)}  [{overrides}]")
 
     try:
-        results = run_jobs(jobs, sweep_id=sweep_id, multirun=multirun, engine=engine, max_group=max_group, emit=emit)
+        with gpu_for_job([c for _, c, _ in jobs], int(hc.job.num)) if multirun else contextlib.nullcontext():
+            results = run_jobs(jobs, sweep_id=sweep_id, multirun=multirun, engine=engine, max_group=max_group, emit=emit)
     except pipeline.Interrupted:
         _say("\nInterrupted: the runs in training are recorded as KILLED.")
         raise SystemExit(130) from None
@@ -144,24 +145,6 @@ def _share_cores(hc: object) -> None:
     import torch
 
     torch.set_num_threads(max(1, cores // n))
-
-
-def gpu_count() -> int:
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
-def assign_gpu(cfg: DictConfig, job_num: int, count: int | None = None) -> None:
-    """One job per GPU: in a sweep on a machine with several GPUs, job k trains on GPU k mod n.
-
-    Only when the job asks for a single device (``trainer.devices=1``) on a GPU or "auto"
-    accelerator; an explicit device list or a multi-GPU strategy is left alone.
-    """
-    count = gpu_count() if count is None else count
-    t = cfg.trainer
-    if count > 1 and t.get("accelerator") in ("gpu", "cuda", "auto") and t.get("devices") == 1:
-        t.devices = [job_num % count]
 
 
 def _one_line(r: object) -> str:

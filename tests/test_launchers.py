@@ -1,4 +1,4 @@
-"""Hydra launchers: submitit's local launcher really runs a sweep; GPUs are shared out per job."""
+"""Hydra launchers: submitit's local launcher really runs a sweep; each job claims a free GPU."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from lossbench import schema as S
 from lossbench import tracking
-from lossbench.__main__ import assign_gpu
+from lossbench.gpus import gpu_for_job
 
 
 def test_submitit_local_launcher_runs_a_sweep(tmp_path):
@@ -32,18 +32,60 @@ def _trainer(**kw):
     return OmegaConf.create({"trainer": {"accelerator": "auto", "devices": 1, **kw}})
 
 
-def test_one_job_per_gpu_round_robin():
-    picks = []
-    for job in range(5):
-        cfg = _trainer()
-        assign_gpu(cfg, job, count=2)
-        picks.append(list(cfg.trainer.devices))
-    assert picks == [[0], [1], [0], [1], [0]]
-
-
-def test_gpu_assignment_leaves_explicit_choices_alone():
+def test_gpu_claims_leave_explicit_choices_and_single_gpu_machines_alone(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOSSBENCH_GPU_LOCKS", str(tmp_path))
     for kw, count in [({}, 1), ({}, 0), ({"devices": 4}, 8), ({"accelerator": "cpu"}, 4), ({"devices": [3]}, 4)]:
         cfg = _trainer(**kw)
         before = OmegaConf.to_container(cfg)
-        assign_gpu(cfg, 3, count=count)
+        with gpu_for_job([cfg], 3, count=count) as index:
+            assert index is None
         assert OmegaConf.to_container(cfg) == before, kw
+    members = [_trainer(), _trainer()]
+    with gpu_for_job(members, 3, count=4) as index:  # a group job's members share its GPU
+        assert index == 3 and [list(m.trainer.devices) for m in members] == [[3], [3]]
+
+
+_CLAIMER = """
+import sys, time
+from pathlib import Path
+from lossbench.gpus import claim_gpu
+folder, name = Path(sys.argv[1]), sys.argv[2]
+with claim_gpu(2, first=0, folder=folder, poll=0.05) as i:
+    (folder / f"{name}.got").write_text(str(i))
+    while not (folder / f"release-{i}").exists():
+        time.sleep(0.05)
+"""
+
+
+def test_a_job_takes_a_free_gpu_never_a_busy_one_and_waits_when_all_are_taken(tmp_path):
+    import time
+
+    def start(name):
+        return subprocess.Popen([sys.executable, "-c", _CLAIMER, str(tmp_path), name])
+
+    def got(name, timeout=60.0):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            f = tmp_path / f"{name}.got"
+            if f.exists() and f.read_text():
+                return int(f.read_text())
+            time.sleep(0.05)
+        return None
+
+    procs = {}
+    try:
+        for name in ("a", "b"):  # both would be "GPU 0" by job number mod 2 if they were jobs 0 and 2
+            procs[name] = start(name)
+            assert got(name) is not None
+        assert {got("a"), got("b")} == {0, 1}
+        procs["c"] = start("c")
+        assert got("c", timeout=2.0) is None  # every GPU is held: it waits
+        (tmp_path / f"release-{got('b')}").write_text("")
+        assert procs["b"].wait(timeout=60) == 0
+        assert got("c") == got("b")  # the GPU b freed, not a's
+        (tmp_path / f"release-{got('a')}").write_text("")
+        assert procs["a"].wait(timeout=60) == 0 and procs["c"].wait(timeout=60) == 0
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
