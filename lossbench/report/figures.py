@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from . import words
-from .scenarios import data_axes, short_labels
+from .scenarios import data_axes, dataset_names, short_labels
 from .table import as_text, number
 
 if TYPE_CHECKING:
@@ -290,8 +290,7 @@ def axis_figures(analysis: Analysis, settings: pd.DataFrame, sink: FigureSink) -
     by_scen = {s.scenario: s for s in analysis.scenarios}
     refs: list[FigureRef] = []
     covered: set[str] = set()
-    names = as_text(settings["data.name"] if "data.name" in settings.columns else pd.Series("", index=settings.index))
-    names = names.replace("", "data")
+    names = dataset_names(settings)
     for data_name, axes in data_axes(settings).items():
         sub = settings[names == data_name]
         for axis in axes:

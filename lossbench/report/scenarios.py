@@ -27,43 +27,36 @@ DATA_TRAIT_RULES = {
 }
 
 
-def _first_number(df: pd.DataFrame, cols: Sequence[str]) -> float:
-    for c in cols:
-        if c in df.columns:
-            v = pd.to_numeric(df[c], errors="coerce").dropna()
-            if len(v):
-                return float(v.mean())
-    return math.nan
-
-
 def data_traits(df: pd.DataFrame, scenario: str) -> dict[str, float]:
     """Measured traits of a scenario's data (``data_info.*``), else the generator's settings (``data.*``)."""
-    sub = df[df["scenario"] == scenario]
-    out = {}
+    sub, out = df[df["scenario"] == scenario], {}
     for t in DATA_TRAITS:
-        out[t] = _first_number(sub, [f"params.data_info.{t}", f"data_info.{t}", f"params.data.{t}"])
+        cols = [c for c in (f"params.data_info.{t}", f"data_info.{t}", f"params.data.{t}") if c in sub.columns]
+        means = [float(pd.to_numeric(sub[c], errors="coerce").mean()) for c in cols]
+        out[t] = next((m for m in means if not math.isnan(m)), math.nan)
     return out
 
 
 def scenario_settings(df: pd.DataFrame) -> pd.DataFrame:
     """One row per scenario: its ``data.*`` params (seed-like ones dropped), as logged."""
-    cols = [
-        c
-        for c in df.columns
-        if c.startswith("params.data.") and "seed" not in c and not c[len("params.data.") :].startswith("_")
-    ]
-    rows = {}
-    for scen, g in df.groupby("scenario", sort=True):
-        rows[scen] = {c[len(PARAM_PREFIX) :]: mode_value(g[c]) for c in cols}
-    return pd.DataFrame.from_dict(rows, orient="index")
+    cols = [c for c in df.columns
+            if c.startswith("params.data.") and "seed" not in c and not c.removeprefix("params.data.").startswith("_")]
+    settings = df.groupby("scenario", sort=True)[cols].agg(mode_value)
+    return settings.rename(columns=lambda c: c.removeprefix(PARAM_PREFIX)).rename_axis(None)
+
+
+def dataset_names(settings: pd.DataFrame) -> pd.Series:
+    """Each scenario's dataset (``data.name``), ``"data"`` where it was not logged."""
+    names = settings["data.name"] if "data.name" in settings.columns else pd.Series("", index=settings.index)
+    return as_text(names).replace("", "data")
 
 
 def settings_text(settings: pd.DataFrame, scen: str) -> str:
     """A scenario's data settings as ``key=value, ...`` (the dataset's name left out)."""
     if scen not in settings.index:
         return ""
-    row = settings.loc[scen]
-    return ", ".join(f"{k.removeprefix('data.')}={v}" for k, v in row.items() if not is_missing(v) and k != "data.name")
+    return ", ".join(f"{k.removeprefix('data.')}={v}" for k, v in settings.loc[scen].items()
+                     if not is_missing(v) and k != "data.name")
 
 
 def short_labels(settings: pd.DataFrame, scenarios: Sequence[str], with_name: bool = False) -> dict[str, str]:
@@ -77,11 +70,10 @@ def short_labels(settings: pd.DataFrame, scenarios: Sequence[str], with_name: bo
     names = as_text(sub["data.name"])
     show_name = with_name or names.nunique() > 1
     out = {}
-    for name, idx in sub.groupby(names, sort=False).groups.items():
-        group = sub.loc[idx]
+    for name, group in sub.groupby(names, sort=False):
         varying = [c for c in group.columns
                    if c != "data.name" and as_text(group[c]).nunique() > 1 and not group[c].map(is_missing).any()]
-        for scen in idx:
+        for scen in group.index:
             parts = ", ".join(f"{c.removeprefix('data.')}={group.at[scen, c]}" for c in varying)
             out[str(scen)] = (f"{name}({parts})" if parts else str(name)) if show_name else (parts or str(name))
     return full if len(set(out.values())) < len(out) else out
@@ -89,19 +81,11 @@ def short_labels(settings: pd.DataFrame, scenarios: Sequence[str], with_name: bo
 
 def data_axes(settings: pd.DataFrame) -> dict[str, list[str]]:
     """Per dataset name, the numeric ``data.*`` settings that vary across its scenarios."""
-    out: dict[str, list[str]] = {}
-    if settings.empty:
-        return out
-    names = settings["data.name"] if "data.name" in settings.columns else pd.Series("data", index=settings.index)
-    for name, idx in settings.groupby(as_text(names).replace("", "data"), sort=True).groups.items():
-        sub = settings.loc[idx]
-        axes = []
-        for c in sub.columns:
-            if c in ("data.name", *NORMALIZE_KEYS):
-                continue
-            num = pd.to_numeric(sub[c], errors="coerce")
-            if num.notna().all() and num.nunique() > 1:
-                axes.append(c)
+    out = {}
+    for name, sub in settings.groupby(dataset_names(settings), sort=True):
+        numeric = sub.drop(columns=["data.name", *NORMALIZE_KEYS], errors="ignore")
+        numeric = numeric.apply(pd.to_numeric, errors="coerce")
+        axes = [c for c, x in numeric.items() if x.notna().all() and x.nunique() > 1]
         if axes:
             out[str(name)] = axes
     return out
@@ -109,20 +93,14 @@ def data_axes(settings: pd.DataFrame) -> dict[str, list[str]]:
 
 def normalize_groups(settings: pd.DataFrame) -> list[list[str]]:
     """Groups of scenarios that differ only in their normalisation (groups of two or more)."""
-    if settings.empty or not any(k in settings.columns for k in NORMALIZE_KEYS):
-        return []
-    rest = [c for c in settings.columns if c not in NORMALIZE_KEYS]
     norm = [k for k in NORMALIZE_KEYS if k in settings.columns]
-    key = pd.Series(
-        ["|".join(row) for row in as_text(settings[rest]).itertuples(index=False, name=None)] if rest else "",
-        index=settings.index,
-    )
-    groups = []
-    for _, idx in settings.groupby(key, sort=True).groups.items():
-        sub = settings.loc[idx]
-        if len(sub) > 1 and as_text(sub[norm]).drop_duplicates().shape[0] > 1:
-            groups.append(sorted(str(s) for s in idx))
-    return groups
+    if settings.empty or not norm:
+        return []
+    text = as_text(settings)
+    rest = [c for c in settings.columns if c not in norm]
+    key = text[rest].agg("|".join, axis=1) if rest else pd.Series("", index=settings.index)
+    groups = text.groupby(key, sort=True)
+    return [sorted(g.index) for _, g in groups if len(g) > 1 and len(g[norm].drop_duplicates()) > 1]
 
 
 @dataclass(frozen=True)
