@@ -77,18 +77,14 @@ def compare_combos(results: Sequence[LossResult], mode: str, alpha: float) -> tu
         ran = {i: by_loss[name] for i, (name, _, _) in enumerate(terms) if name in by_loss}
         tests = against(v.values, {i: r.chosen.values for i, r in ran.items()})
         parts = tuple(Part(name, w, ran.get(i), tests.get(i)) for i, (name, w, _) in enumerate(terms))
-        best = None
-        for p in parts:
-            m = p.result.chosen.mean if p.result is not None else math.nan
-            if not math.isnan(m) and (best is None or sign * m < sign * best.result.chosen.mean):
-                best = p
+        finished = [p for p in parts if p.result is not None and not math.isnan(p.result.chosen.mean)]
+        best = min(finished, key=lambda p: sign * p.result.chosen.mean, default=None)  # the first of equals
         if best is None:
             verdict = ComboVerdict.NO_PART_RUN
         elif math.isnan(v.mean):
             verdict = ComboVerdict.NO_FINISHED_RUN
-        elif sign * v.mean < sign * best.result.chosen.mean:
-            p_adj = best.test.p_adjusted
-            verdict = ComboVerdict.BETTER if not math.isnan(p_adj) and p_adj < alpha else ComboVerdict.BETTER_NOT_SIGNIFICANT
+        elif sign * v.mean < sign * best.result.chosen.mean:  # NaN p (too few seeds) is not significant
+            verdict = ComboVerdict.BETTER if best.test.p_adjusted < alpha else ComboVerdict.BETTER_NOT_SIGNIFICANT
         else:
             verdict = ComboVerdict.NOT_BETTER
         out.append(ComboResult(v, parts, best, verdict))

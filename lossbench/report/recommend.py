@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -71,7 +71,7 @@ class Recommendation:
     runner_up: str | None
     tied: tuple[str, ...]  # losses not significantly different from the best (best first)
     best: str | None  # the best-scoring loss (None when none finished)
-    reasons: tuple[Reason, ...] = field(default=())
+    reasons: tuple[Reason, ...]
 
 
 def recommend(results: Sequence[LossResult], mode: str) -> Recommendation:
@@ -86,37 +86,33 @@ def recommend(results: Sequence[LossResult], mode: str) -> Recommendation:
     notes = [Reason(Why.SOME_ALL_FAILED, failed)] if failed else []
     if best.chosen.n_failed:
         notes.append(Reason(Why.BEST_FAILED_SOMETIMES, (best.loss,)))
-
-    def make(verdict: Verdict, pick: LossResult, tied: Sequence[LossResult], runner_up: str | None, *reasons: Reason):
-        return Recommendation(verdict, pick.loss, pick.chosen.label, pick.chosen.params, runner_up,
-                              tuple(r.loss for r in tied), best.loss, (*reasons, *notes))
-
-    def next_after(pick: LossResult) -> str | None:
-        return next((r.loss for r in contenders if r is not pick), None)
-
-    if not others:
-        why = Reason(Why.OTHERS_ALL_FAILED if failed else Why.ONLY_ONE_RAN, (best.loss,))
-        more = (Reason(Why.ADD_SEEDS, n=best.chosen.n_finished),) if best.chosen.n_finished < 2 else ()
-        return make(Verdict.ONLY_ONE, best, [best], None, why, *more)
     comparable = [r for r in others if not math.isnan(r.p_adjusted)]
-    if best.chosen.n_finished < 2 or not comparable:
-        pick = min(contenders, key=lambda r: (r.chosen.n_failed > 0, r.complexity))
-        why = (Reason(Why.BEST_TOO_FEW_SEEDS, (best.loss,), best.chosen.n_finished) if best.chosen.n_finished < 2
-               else Reason(Why.NONE_COMPARABLE))
-        return make(Verdict.TOO_FEW_SEEDS, pick, contenders, next_after(pick), why)
     tied = [best] + [r for r in others if r.comparison in (Standing.TIED, Standing.NOT_COMPARED)]
-    if len(tied) == 1:
-        worst = max(r.p_adjusted for r in comparable)
-        why = Reason(Why.ALL_OTHERS_WORSE, (best.loss, others[0].loss), value=worst)
-        return make(Verdict.SIGNIFICANT, best, tied, others[0].loss, why)
-    pick = min(tied, key=lambda r: (not r.reliable, r.complexity))
-    reasons = [Reason(Why.NO_SIGNIFICANT_DIFFERENCE, tuple(r.loss for r in tied))]
-    if pick is not best:
-        reasons += _better_on_every_seed(best, pick, mode)
-    not_compared = tuple(r.loss for r in tied if r.comparison == Standing.NOT_COMPARED)
-    if not_compared:
-        notes.append(Reason(Why.KEPT_UNCOMPARED, not_compared))
-    return make(Verdict.TIE, pick, tied, next_after(pick), *reasons)
+    if not others:
+        verdict, pick, group = Verdict.ONLY_ONE, best, [best]
+        reasons = [Reason(Why.OTHERS_ALL_FAILED if failed else Why.ONLY_ONE_RAN, (best.loss,))]
+        if best.chosen.n_finished < 2:
+            reasons.append(Reason(Why.ADD_SEEDS, n=best.chosen.n_finished))
+    elif best.chosen.n_finished < 2 or not comparable:
+        verdict, group = Verdict.TOO_FEW_SEEDS, contenders
+        pick = min(contenders, key=lambda r: (r.chosen.n_failed > 0, r.complexity))
+        reasons = [Reason(Why.BEST_TOO_FEW_SEEDS, (best.loss,), best.chosen.n_finished) if best.chosen.n_finished < 2
+                   else Reason(Why.NONE_COMPARABLE)]
+    elif len(tied) == 1:
+        verdict, pick, group = Verdict.SIGNIFICANT, best, tied
+        worst_p = max(r.p_adjusted for r in comparable)
+        reasons = [Reason(Why.ALL_OTHERS_WORSE, (best.loss, others[0].loss), value=worst_p)]
+    else:
+        verdict, pick, group = Verdict.TIE, min(tied, key=lambda r: (not r.reliable, r.complexity)), tied
+        reasons = [Reason(Why.NO_SIGNIFICANT_DIFFERENCE, tuple(r.loss for r in tied))]
+        if pick is not best:
+            reasons += _better_on_every_seed(best, pick, mode)
+        not_compared = tuple(r.loss for r in tied if r.comparison == Standing.NOT_COMPARED)
+        if not_compared:
+            notes.append(Reason(Why.KEPT_UNCOMPARED, not_compared))
+    runner_up = next((r.loss for r in contenders if r is not pick), None)
+    return Recommendation(verdict, pick.loss, pick.chosen.label, pick.chosen.params, runner_up,
+                          tuple(r.loss for r in group), best.loss, (*reasons, *notes))
 
 
 def _better_on_every_seed(best: LossResult, pick: LossResult, mode: str) -> list[Reason]:
@@ -124,9 +120,7 @@ def _better_on_every_seed(best: LossResult, pick: LossResult, mode: str) -> list
     few seeds a paired t-test (more so after Holm) cannot confirm even a difference every seed agrees on."""
     a, b = best.chosen.values, pick.chosen.values
     seeds = a.index.intersection(b.index)
-    if len(seeds) < 2:
-        return []
     diff = (a[seeds] - b[seeds]) if mode == "max" else (b[seeds] - a[seeds])  # > 0: the best is better
-    if not bool((diff > 0).all()):
+    if len(seeds) < 2 or not (diff > 0).all():
         return []
     return [Reason(Why.BETTER_ON_EVERY_SEED, (best.loss, pick.loss), len(seeds), float(diff.mean()))]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -49,21 +49,16 @@ def paired_test(a: pd.Series, b: pd.Series) -> tuple[float, int, float]:
     pairs. Identical pairs give p = 1; a constant non-zero difference gives p = 0.
     """
     common = a.index.intersection(b.index)
-    n = len(common)
-    if n == 0:
-        return (math.nan, 0, math.nan)
-    x = a.loc[common].to_numpy(float)
-    y = b.loc[common].to_numpy(float)
-    diff = y - x
+    x, y = a.loc[common].to_numpy(float), b.loc[common].to_numpy(float)
+    diff, n = y - x, len(common)
     if n < 2:
-        return (math.nan, n, float(diff.mean()))
+        return (math.nan, n, float(diff.mean()) if n else math.nan)
     if np.all(diff == diff[0]):
         return (1.0 if diff[0] == 0 else 0.0, n, float(diff.mean()))
     return (float(stats.ttest_rel(y, x).pvalue), n, float(diff.mean()))
 
 
-@dataclass(frozen=True)
-class Paired:
+class Paired(NamedTuple):
     """One paired comparison: ``diff`` is the other minus the reference, over ``n`` common seeds."""
 
     p: float
@@ -76,4 +71,4 @@ def against(reference: pd.Series, others: Mapping[Hashable, pd.Series]) -> dict[
     """Each of ``others`` against ``reference`` by a paired t-test, Holm-adjusted together."""
     raw = {k: paired_test(reference, v) for k, v in others.items()}
     adjusted = holm([t[0] for t in raw.values()])
-    return {k: Paired(p, n, d, a) for (k, (p, n, d)), a in zip(raw.items(), adjusted, strict=True)}
+    return {k: Paired(*t, p_adj) for (k, t), p_adj in zip(raw.items(), adjusted, strict=True)}
