@@ -7,34 +7,24 @@ set ``LOSSBENCH_DEBUG=1`` to see the traceback too.
 
 from __future__ import annotations
 
-import importlib.resources
 import os
 import sys
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from ..configs import CONFIG_DIR
 from ..errors import LossbenchError
+from .build import build_report
 
-CONFIG_DIR = str(importlib.resources.files("lossbench.configs"))
 
-
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="report")
-def _app(cfg: DictConfig) -> None:
-    from .build import build_report
-
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="report")
+def main(cfg: DictConfig) -> None:
+    opts = cfg.report
+    formats = OmegaConf.to_container(opts.formats) if OmegaConf.is_list(opts.formats) else [opts.formats]
     try:
-        opts = cfg.report
-        formats = OmegaConf.to_container(opts.formats) if OmegaConf.is_list(opts.formats) else [opts.formats]
-        paths = build_report(
-            cfg.tracking.experiment_name,
-            cfg.tracking.uri,
-            opts.out_dir,
-            alpha=opts.alpha,
-            formats=formats,
-            max_curve_runs=opts.max_curve_runs,
-            appendix=bool(opts.appendix),
-        )
+        paths = build_report(cfg.tracking.experiment_name, cfg.tracking.uri, opts.out_dir, alpha=opts.alpha,
+                             formats=formats, max_curve_runs=opts.max_curve_runs, appendix=bool(opts.appendix))
     except LossbenchError as exc:
         if os.environ.get("LOSSBENCH_DEBUG"):
             raise
@@ -46,10 +36,6 @@ def _app(cfg: DictConfig) -> None:
             print(f"  {path}")
     if paths.figures:
         print(f"  {len(paths.figures)} figure(s) in {paths.out_dir / 'figures'}")
-
-
-def main() -> None:
-    _app()
 
 
 if __name__ == "__main__":

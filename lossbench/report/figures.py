@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 import numpy as np
@@ -34,19 +34,7 @@ MAX_SENSITIVITY_PANELS = 36
 PANELS_PER_FIGURE = 12
 # file-name prefixes of the figures a report writes (a re-run removes its own stale ones)
 FIGURE_PREFIXES = ("ranking-", "recall-", "axis-", "curves-", "sensitivity-", "appendix-")
-
-
-class Point(NamedTuple):
-    """A mean and its 95% confidence interval at ``x`` (NaN bounds: a single seed)."""
-
-    x: float
-    mean: float
-    low: float
-    high: float
-
-
-def point(v: VariantStats, x: float = 0.0) -> Point:
-    return Point(x, *v.ci)
+Points = list[tuple[float, "VariantStats"]]  # a line: (x, the variant whose mean and CI are drawn at x)
 
 
 @dataclass(frozen=True)
@@ -97,8 +85,16 @@ def _short(text: str, limit: int = 38) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _yerr(points: Sequence[Point]) -> np.ndarray:
-    return np.nan_to_num(np.array([[p.mean - p.low for p in points], [p.high - p.mean for p in points]]))
+def _ci_err(variants: Sequence[VariantStats]) -> np.ndarray:
+    """Error bars from the mean to each end of the 95% CI (none for a single seed)."""
+    ci = np.array([v.ci for v in variants]).reshape(-1, 3)
+    return np.nan_to_num(np.array([ci[:, 0] - ci[:, 1], ci[:, 2] - ci[:, 0]]))
+
+
+def _errorbar(ax: Any, points: Sequence[tuple[float, VariantStats]], **style: Any) -> None:
+    """Each variant's mean and 95% CI at its x, joined in order of x."""
+    points = sorted(points, key=lambda p: p[0])
+    ax.errorbar([x for x, _ in points], [v.mean for _, v in points], yerr=_ci_err([v for _, v in points]), **style)
 
 
 def _better(metric: str, mode: str) -> str:
@@ -165,7 +161,7 @@ def draw_ranking(s: ScenarioResult) -> Figure:
     ys = np.arange(len(ranked))[::-1] + len(failed)
     for y, v in zip(ys, ranked, strict=True):
         color = BEST if v.label == s.recommendation.label else OTHER
-        ax.errorbar([v.mean], [y], xerr=_yerr([point(v)]), fmt="o", color=color, capsize=3)
+        ax.errorbar([v.mean], [y], xerr=_ci_err([v]), fmt="o", color=color, capsize=3)
     for i in range(len(failed)):
         ax.text(0.02, len(failed) - 1 - i, "all runs failed", transform=ax.get_yaxis_transform(), color=FAILED,
                 va="center")
@@ -198,15 +194,13 @@ def draw_recall(recall: pd.DataFrame) -> Figure:
     return fig
 
 
-def draw_against_axis(series: Mapping[str, Sequence[Point]], axis: str, metric: str, mode: str, note: str,
+def draw_against_axis(series: Mapping[str, Points], axis: str, metric: str, mode: str, note: str,
                       colors: Mapping[str, Any]) -> Figure:
     """The test objective against a swept data setting, one line per loss."""
     fig = _figure(8.0, 3.8)
     ax = fig.add_subplot()
-    for loss, pts in series.items():
-        pts = sorted(pts, key=lambda p: p.x)
-        ax.errorbar([p.x for p in pts], [p.mean for p in pts], yerr=_yerr(pts), marker="o", ms=4, capsize=3,
-                    label=_short(loss), color=colors.get(loss))
+    for loss, points in series.items():
+        _errorbar(ax, points, marker="o", ms=4, capsize=3, label=_short(loss), color=colors.get(loss))
     ax.set_xlabel(axis + (f"  ({note})" if note else ""))
     ax.set_ylabel(_better(metric, mode))
     ax.grid(alpha=0.3)
@@ -229,18 +223,15 @@ def draw_curves(panels: Sequence[tuple[str, Mapping[str, pd.DataFrame]]], metric
     return _small_multiples(panels, 2.7, metric, draw, xlabel="epoch", space=(0.8, 0.5, 0.55, 0.25), legend=(1, 6))
 
 
-def draw_sensitivity(panels: Sequence[tuple[str, str, Mapping[str, Sequence[Point]], bool]], metric: str, mode: str
-                     ) -> Figure:
+def draw_sensitivity(panels: Sequence[tuple[str, str, Mapping[str, Points], bool]], metric: str, mode: str) -> Figure:
     """Per panel ``(title, param, {scenario: points}, log x)``: the test objective against a hyperparameter."""
     colors = color_map(sorted({name for _, _, lines, _ in panels for name in lines}))
     plain = FuncFormatter(lambda v, _: f"{v:g}")
 
-    def draw(ax: Any, panel: tuple[str, str, Mapping[str, Sequence[Point]], bool]) -> None:
+    def draw(ax: Any, panel: tuple[str, str, Mapping[str, Points], bool]) -> None:
         title, param, lines, log = panel
-        for name, pts in lines.items():
-            pts = sorted(pts, key=lambda p: p.x)
-            ax.errorbar([p.x for p in pts], [p.mean for p in pts], yerr=_yerr(pts), marker="o", ms=3, capsize=0,
-                        color=colors[name], label=_short(name))
+        for name, points in lines.items():
+            _errorbar(ax, points, marker="o", ms=3, capsize=0, color=colors[name], label=_short(name))
         if log:
             ax.set_xscale("log")
             ax.xaxis.set_major_formatter(plain)
@@ -301,11 +292,11 @@ def axis_figures(analysis: Analysis, settings: pd.DataFrame, sink: FigureSink) -
                 keep = sub[(as_text(sub[others]) == pd.Series(modal, index=others)).all(axis=1)]
                 note = ", ".join(f"{c.removeprefix('data.')}={v}" for c, v in zip(others, modal, strict=True))
             shown = [by_scen[scen] for scen in keep.index if scen in by_scen]
-            series: dict[str, list[Point]] = {}
+            series: dict[str, Points] = {}
             for s in shown:
                 for r in s.losses:
                     if r.chosen.n_finished:
-                        series.setdefault(r.loss, []).append(point(r.chosen, float(keep.at[s.scenario, axis])))
+                        series.setdefault(r.loss, []).append((float(keep.at[s.scenario, axis]), r.chosen))
             if sum(len(p) for p in series.values()) < 2:
                 continue
             covered.update(keep.index)
@@ -327,7 +318,7 @@ def _chunks(panels: list[Any]) -> list[tuple[list[Any], int, str]]:
 def sensitivity_figures(analysis: Analysis, settings: pd.DataFrame, sink: FigureSink) -> list[FigureRef]:
     """Per (loss, swept hyperparameter), a panel: the test objective against its value, one line
     per scenario; panels grouped by objective."""
-    series: dict[tuple[str, str, str, str], dict[str, list[Point]]] = {}
+    series: dict[tuple[str, str, str, str], dict[str, Points]] = {}
     for s in analysis.scenarios:
         for r in s.losses:
             if len(r.variants) < 2:
@@ -337,11 +328,10 @@ def sensitivity_figures(analysis: Analysis, settings: pd.DataFrame, sink: Figure
                 pairs = [(x, v) for d, v in zip(configs, r.variants, strict=True)
                          if (x := number(d.get(key))) is not None and v.n_finished > 0]
                 if len({x for x, _ in pairs}) >= 2:
-                    lines = series.setdefault((s.objective, s.mode, r.loss, key), {})
-                    lines[s.scenario] = [point(v, x) for x, v in pairs]
-    by_objective: dict[tuple[str, str], list[tuple[str, str, dict[str, list[Point]], bool]]] = {}
+                    series.setdefault((s.objective, s.mode, r.loss, key), {})[s.scenario] = pairs
+    by_objective: dict[tuple[str, str], list[tuple[str, str, dict[str, Points], bool]]] = {}
     for (objective, mode, loss, key), by_scen in sorted(series.items())[:MAX_SENSITIVITY_PANELS]:
-        xs = [p.x for pts in by_scen.values() for p in pts]
+        xs = [x for points in by_scen.values() for x, _ in points]
         by_objective.setdefault((objective, mode), []).append(
             (f"{loss}: {key}", key, by_scen, min(xs) > 0 and max(xs) / min(xs) >= 10))
     refs = []
