@@ -47,6 +47,8 @@ TRAIT_PREDICATES = {
     "calibrated": "gives calibrated probabilities",
 }
 DATA_TRAIT_WORDS = {"outlier_fraction": "outliers", "imbalance_ratio": "class imbalance", "label_noise": "label noise"}
+TRAIT_PHRASES = {"outlier_fraction": "{} outliers", "imbalance_ratio": "an imbalance ratio of {}",
+                 "label_noise": "{} noisy labels"}
 STANDING_PHRASES = {
     Standing.BEST: "scored best but not significantly better",
     Standing.TIED: "did not differ significantly",
@@ -58,7 +60,8 @@ FAMILY_WHY = {
     "distance-based": "The targets are real numbers, so an error is a distance between the prediction and the target: "
     "distance-based losses (squared, absolute, Huber-type) were compared.",
     "probability-based": "The model outputs a probability for each class, so its error is the gap between that "
-    "predicted distribution and the true label: probability-based losses (cross-entropy and its variants) were compared.",
+    "predicted distribution and the true label: probability-based losses (cross-entropy and its variants) were "
+    "compared.",
     "unknown": "The task was not logged, so the family of losses cannot be checked.",
 }
 METHOD = (
@@ -130,9 +133,7 @@ def num(x: float | None) -> str:
 def ci_text(v: VariantStats) -> str:
     """The interval as a table shows it: ``[lo, hi]``, ``(1 seed)`` or ``n/a``."""
     m, lo, hi = v.ci
-    if math.isnan(m):
-        return "n/a"
-    return f"[{num(lo)}, {num(hi)}]" if not math.isnan(lo) else "(1 seed)"
+    return "n/a" if math.isnan(m) else "(1 seed)" if math.isnan(lo) else f"[{num(lo)}, {num(hi)}]"
 
 
 def ci_sentence(v: VariantStats) -> str:
@@ -145,15 +146,11 @@ def ci_sentence(v: VariantStats) -> str:
 
 def diff_text(diff: float, scale: float) -> str:
     """A difference of means; rounding noise (a few ulps of the values) shows as 0."""
-    if not math.isnan(diff) and abs(diff) <= 1e-12 * max(1.0, abs(scale)):
-        return "0"
-    return num(diff)
+    return "0" if abs(diff) <= 1e-12 * max(1.0, abs(scale)) else num(diff)
 
 
 def p_text(p: float) -> str:
-    if math.isnan(p):
-        return "n/a"
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+    return "n/a" if math.isnan(p) else "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def direction(mode: str) -> str:
@@ -161,14 +158,8 @@ def direction(mode: str) -> str:
 
 
 def failures_text(counts: Mapping[str, int]) -> str:
-    parts = [f"{counts[k]} {k}" for k in ("diverged", "error", "killed", "incomplete") if counts.get(k)]
-    return ", ".join(parts) if parts else "none"
-
-
-def trait_value(key: str, value: float) -> str:
-    if key == "imbalance_ratio":
-        return f"{value:g}:1"
-    return f"{value:.0%}" if value >= 0.1 else f"{value:.1%}"
+    failed = [f"{counts[k]} {k}" for k in ("diverged", "error", "killed", "incomplete") if counts.get(k)]
+    return ", ".join(failed) or "none"
 
 
 def facts(traits: Mapping[str, float], sep: str = ": ") -> list[str]:
@@ -277,25 +268,24 @@ def trait_link(s: ScenarioResult, known: Mapping[str, float], findings: Sequence
                 "cannot be linked to them.")
     sentences = []
     for f in findings:
-        words = DATA_TRAIT_WORDS[f.key]
-        shown = trait_value(f.key, f.value)
-        phrase = {"outlier_fraction": f"{shown} outliers", "imbalance_ratio": f"an imbalance ratio of {shown}",
-                  "label_noise": f"{shown} noisy labels"}[f.key]
+        shown = f"{f.value:g}:1" if f.key == "imbalance_ratio" else f"{f.value:.{0 if f.value >= 0.1 else 1}%}"
+        has, trait = "The data has " + TRAIT_PHRASES[f.key].format(shown), DATA_TRAIT_WORDS[f.key]
         if f.matching:
-            sentences.append(f"The data has {phrase}; {rec.loss} {' and '.join(TRAIT_PREDICATES.get(t, t) for t in f.matching)}, which fits.")
+            fits = " and ".join(TRAIT_PREDICATES.get(t, t) for t in f.matching)
+            sentences.append(f"{has}; {rec.loss} {fits}, which fits.")
         elif not f.fitting:
-            sentences.append(f"The data has {phrase}, but no loss built for {words} was run: add one "
-                             f"(see `python -m lossbench.losses`) to see whether it helps.")
+            sentences.append(f"{has}, but no loss built for {trait} was run: add one "
+                             "(see `python -m lossbench.losses`) to see whether it helps.")
         else:
             how = "; ".join(f"{n} {STANDING_PHRASES.get(st, st)}" for n, st in f.fitting)
-            sentences.append(f"The data has {phrase}, yet {rec.loss}, which is not built for {words}, is recommended; "
-                             f"of the losses built for it, {how}.")
-    if sentences:
-        text = " ".join(sentences)
-    else:
-        text = (f"No outliers, class imbalance or label noise stand out in this data ({', '.join(facts(known, ' '))}), "
-                f"so no trait of the data calls for a special loss: the choice rests on the ranking alone.")
-    return ("Too few seeds: what follows is indicative, not evidence. " + text) if rec.verdict is Verdict.TOO_FEW_SEEDS else text
+            sentences.append(f"{has}, yet {rec.loss}, which is not built for {trait}, is recommended; of the losses "
+                             f"built for it, {how}.")
+    text = " ".join(sentences) or (
+        f"No outliers, class imbalance or label noise stand out in this data ({', '.join(facts(known, ' '))}), "
+        "so no trait of the data calls for a special loss: the choice rests on the ranking alone.")
+    if rec.verdict is Verdict.TOO_FEW_SEEDS:
+        return "Too few seeds: what follows is indicative, not evidence. " + text
+    return text
 
 
 def figure(kind: str, **fields: Any) -> tuple[str, str]:
