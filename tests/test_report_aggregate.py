@@ -16,11 +16,10 @@ from scipy import stats
 
 from lossbench.errors import LossbenchError
 from lossbench.report.analysis import analyze
-from lossbench.report.combos import combo_terms
 from lossbench.report.ranking import loss_complexity
 from lossbench.report.scenarios import data_axes, normalize_groups, scenario_settings
 from lossbench.report.stats import holm, mean_ci, paired_test
-from lossbench.report.table import variant_label
+from lossbench.report.table import combo_terms, variant_label
 from lossbench.report.words import evidence, flags, notes
 
 

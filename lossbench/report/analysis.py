@@ -1,19 +1,81 @@
-"""The analysis, end to end: run table -> variants over seeds -> ranking -> combinations -> recommendation.
-
-Everything here is data; :mod:`words` writes the sentences and :mod:`sections` lays them out.
+"""The analysis, end to end: run table -> variants over seeds -> ranking -> combinations against
+their parts -> recommendation. Everything here is data; :mod:`words` writes the sentences and
+:mod:`sections` lays them out.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
 
 import pandas as pd
 
 from ..errors import LossbenchError
-from .combos import ComboResult, compare_combos
-from .ranking import LossResult, rank_losses, variant_stats
+from .ranking import LossResult, VariantStats, rank_losses, variant_stats
 from .recommend import Recommendation, recommend
-from .table import prepare
+from .stats import Paired, against
+from .table import combo_terms, prepare
+
+
+class ComboVerdict(str, Enum):
+    """How a combination did against the best of its parts that was run alone."""
+
+    NO_PART_RUN = "no_part_run"  # no term was run (and finished) on its own in the scenario
+    NO_FINISHED_RUN = "no_finished_run"  # the combination itself never finished
+    BETTER = "better"  # better than its best part, significantly
+    BETTER_NOT_SIGNIFICANT = "better_not_significant"
+    NOT_BETTER = "not_better"
+
+
+@dataclass(frozen=True)
+class Part:
+    name: str
+    weight: float
+    result: LossResult | None  # None: not run alone in this scenario
+    test: Paired | None  # the part against the combination (diff = part - combination), Holm-adjusted
+
+
+@dataclass(frozen=True)
+class ComboResult:
+    """One combination (one variant of ``combo``) in one scenario, against each of its parts."""
+
+    variant: VariantStats
+    parts: tuple[Part, ...]
+    best: Part | None  # the best-scoring part that was run alone
+    verdict: ComboVerdict
+
+    @property
+    def not_run(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.parts if p.result is None)
+
+
+def compare_combos(results: Sequence[LossResult], mode: str, alpha: float) -> tuple[ComboResult, ...]:
+    """Each variant of ``combo`` against its parts' chosen variants: paired tests, Holm-adjusted per combination."""
+    by_loss = {r.loss: r for r in results}
+    combo = by_loss.get("combo")
+    if combo is None:
+        return ()
+    sign = -1.0 if mode == "max" else 1.0
+    out = []
+    for v in combo.variants:
+        terms = combo_terms(v.params)
+        ran = {i: by_loss[name] for i, (name, _, _) in enumerate(terms) if name in by_loss}
+        tests = against(v.values, {i: r.chosen.values for i, r in ran.items()})
+        parts = tuple(Part(name, w, ran.get(i), tests.get(i)) for i, (name, w, _) in enumerate(terms))
+        finished = [p for p in parts if p.result is not None and not math.isnan(p.result.chosen.mean)]
+        best = min(finished, key=lambda p: sign * p.result.chosen.mean, default=None)  # the first of equals
+        if best is None:
+            verdict = ComboVerdict.NO_PART_RUN
+        elif math.isnan(v.mean):
+            verdict = ComboVerdict.NO_FINISHED_RUN
+        elif sign * v.mean < sign * best.result.chosen.mean:  # NaN p (too few seeds) is not significant
+            verdict = ComboVerdict.BETTER if best.test.p_adjusted < alpha else ComboVerdict.BETTER_NOT_SIGNIFICANT
+        else:
+            verdict = ComboVerdict.NOT_BETTER
+        out.append(ComboResult(v, parts, best, verdict))
+    return tuple(out)
 
 
 @dataclass(frozen=True)

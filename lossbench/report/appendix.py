@@ -18,8 +18,7 @@ import numpy as np
 import torch
 
 from ..registry import create_loss
-from .combos import combo_terms
-from .table import loss_spec
+from .table import combo_terms, loss_spec
 from .words import APPENDIX_SKIPPED
 
 RESIDUALS = np.linspace(-3.0, 3.0, 241)

@@ -24,9 +24,8 @@ import numpy as np
 import pandas as pd
 
 from .. import schema
-from .combos import combo_terms
 from .stats import against, mean_ci
-from .table import METRIC_PREFIX, NOT_HYPERPARAMETERS, loss_spec, natural_key, parse_params
+from .table import METRIC_PREFIX, NOT_HYPERPARAMETERS, combo_terms, loss_spec, natural_key, parse_params
 
 BEST_VAL = METRIC_PREFIX + schema.METRIC_BEST_VAL
 # what became of a seed (or a run); incomplete: still running, or finished without the objective metric

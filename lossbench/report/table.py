@@ -119,6 +119,19 @@ def loss_spec(name: str) -> Any | None:
         return None
 
 
+def combo_terms(params: Mapping[str, Any]) -> list[tuple[str, float, dict[str, Any]]]:
+    """``(loss, weight, params)`` per term of a combo's ``loss_params``; ``[]`` if there are none
+    or they are not a valid ``terms`` value (combo itself would have refused them)."""
+    if not params.get("terms"):
+        return []
+    from ..losses.combo import normalise_terms  # imports torch: only when there is a combo
+
+    try:
+        return [(t["name"], t["weight"], dict(t["params"])) for t in normalise_terms(params["terms"])]
+    except LossbenchError:
+        return []
+
+
 # --------------------------------------------------------------------------- labels
 def fmt_value(v: Any) -> str:
     """A hyperparameter's value in a label: ``0.5``, ``[1, 2]``, ``{a=1}``."""
@@ -146,8 +159,6 @@ def shown_params(base: str, params: Mapping[str, Any]) -> dict[str, Any]:
 
 def variant_label(loss: str, params_json: str, extras_json: str = "{}", base: str | None = None) -> str:
     """A short name: ``huber(delta=0.5)``, ``combo(0.5·mse + 1·l1)``, plus swept settings in brackets."""
-    from .combos import combo_terms
-
     params = parse_params(params_json)
     terms = combo_terms(params) if (base or loss) == "combo" else ()
     if terms:

@@ -7,12 +7,11 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .combos import ComboResult, ComboVerdict
+from .analysis import ComboResult, ComboVerdict, ScenarioResult
 from .ranking import FlagKind, LossResult, Standing, VariantStats
 from .recommend import NOTES, Reason, Verdict, Why
 
 if TYPE_CHECKING:
-    from .analysis import ScenarioResult
     from .scenarios import TraitFinding
 
 SECTION_TITLES = (
