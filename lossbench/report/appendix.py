@@ -10,7 +10,7 @@ Huber's bounded one, focal loss's down-weighting of easy (high ``p``) examples.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,12 +23,11 @@ from .words import APPENDIX_SKIPPED
 
 RESIDUALS = np.linspace(-3.0, 3.0, 241)
 PROBABILITIES = np.linspace(0.01, 0.99, 197)
-CLASSIFICATION_TASKS = ("multiclass", "binary")
 
 
 @dataclass
 class Shapes:
-    """Curves per loss label for one family, plus the losses left out and why."""
+    """One family's axis, and per loss label its curves: (loss per sample, gradient) at each x."""
 
     x: np.ndarray
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
@@ -38,7 +37,7 @@ class Shapes:
 class AppendixData:
     regression: Shapes
     classification: Shapes
-    skipped: dict[str, str] = field(default_factory=dict)  # loss -> reason
+    skipped: dict[str, str] = field(default_factory=dict)  # loss label -> why it is not drawn
 
 
 def _family(loss: str, params: Mapping[str, Any]) -> str | None:
@@ -47,38 +46,23 @@ def _family(loss: str, params: Mapping[str, Any]) -> str | None:
         tasks = {t for name, _, _ in combo_terms(params) for t in loss_spec(name).tasks}
     if tasks and tasks <= {"regression"}:
         return "regression"
-    if tasks & set(CLASSIFICATION_TASKS):
-        return "classification"
-    return None
+    return "classification" if tasks & {"multiclass", "binary"} else None
 
 
-def _build(loss: str, params: Mapping[str, Any], family: str) -> torch.nn.Module:
-    spec = loss_spec(loss)
-    known = {p.name for p in spec.params}
-    kw = {k: v for k, v in params.items() if k in known and k not in ("reduction", "class_counts")}
-    if "class_counts" in known and family == "classification":
-        kw["class_counts"] = [100, 100]  # balanced two-class counts: the curve of the plain loss
-    return create_loss(loss, reduction="none", **kw)
-
-
-def _regression_curve(module: torch.nn.Module) -> tuple[np.ndarray, np.ndarray]:
-    pred = torch.tensor(RESIDUALS, dtype=torch.float32, requires_grad=True)
-    per = module(pred, torch.zeros_like(pred))
-    (grad,) = torch.autograd.grad(per.sum(), pred)
-    return per.detach().numpy().astype(float), grad.numpy().astype(float)
-
-
-def _classification_curve(module: torch.nn.Module, loss: str) -> tuple[np.ndarray, np.ndarray]:
-    p = torch.tensor(PROBABILITIES, dtype=torch.float32)
-    s = torch.log(p / (1 - p)).requires_grad_(True)
-    tasks = getattr(module, "tasks", loss_spec(loss).tasks)
-    if "multiclass" in tasks:
-        logits = torch.stack([s, torch.zeros_like(s)], dim=1)
-        per = module(logits, torch.zeros(s.shape[0], dtype=torch.long))
+def _curve(module: torch.nn.Module, family: str, tasks: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The loss per sample, and its gradient, along the family's axis (see the module's docstring)."""
+    if family == "regression":
+        x = torch.tensor(RESIDUALS, dtype=torch.float32, requires_grad=True)
+        per = module(x, torch.zeros_like(x))
     else:
-        per = module(s, torch.ones_like(s))
-    per = per.reshape(per.shape[0], -1).sum(dim=1) if per.dim() > 1 else per
-    (grad,) = torch.autograd.grad(per.sum(), s)
+        p = torch.tensor(PROBABILITIES, dtype=torch.float32)
+        x = torch.log(p / (1 - p)).requires_grad_(True)
+        if "multiclass" in tasks:
+            per = module(torch.stack([x, torch.zeros_like(x)], dim=1), torch.zeros(x.shape[0], dtype=torch.long))
+        else:
+            per = module(x, torch.ones_like(x))
+        per = per.reshape(per.shape[0], -1).sum(dim=1)
+    (grad,) = torch.autograd.grad(per.sum(), x)
     return per.detach().numpy().astype(float), grad.numpy().astype(float)
 
 
@@ -90,16 +74,18 @@ def compute(losses: Mapping[str, tuple[str, Mapping[str, Any]]]) -> AppendixData
         if any(loss_spec(n) is None for n in names):
             out.skipped[label] = APPENDIX_SKIPPED["unregistered"]
             continue
-        family = _family(loss, params)
+        spec, family = loss_spec(loss), _family(loss, params)
         if family is None:
-            out.skipped[label] = APPENDIX_SKIPPED["no_axis"].format(tasks="/".join(loss_spec(loss).tasks))
+            out.skipped[label] = APPENDIX_SKIPPED["no_axis"].format(tasks="/".join(spec.tasks))
             continue
+        known = {p.name for p in spec.params}
+        kw = {k: v for k, v in params.items() if k in known and k not in ("reduction", "class_counts")}
+        if "class_counts" in known and family == "classification":
+            kw["class_counts"] = [100, 100]  # balanced two-class counts: the curve of the plain loss
         try:
-            module = _build(loss, params, family)
-            if family == "regression":
-                out.regression.curves[label] = _regression_curve(module)
-            else:
-                out.classification.curves[label] = _classification_curve(module, loss)
+            module = create_loss(loss, reduction="none", **kw)
+            shapes = out.regression if family == "regression" else out.classification
+            shapes.curves[label] = _curve(module, family, getattr(module, "tasks", spec.tasks))
         except Exception as exc:  # noqa: BLE001 - a loss that cannot be drawn must not break the report
             out.skipped[label] = APPENDIX_SKIPPED["failed"].format(error=f"{type(exc).__name__}: {exc}")
     return out
