@@ -90,14 +90,9 @@ def build_report(
         settings = scenario_settings(analysis.table)
         names = short_labels(settings, [s.scenario for s in analysis.scenarios], with_name=True)
         context = {
-            "experiment": experiment_name,
-            "tracking_uri": tracking_uri,
-            "n_runs": len(analysis.table),
-            "n_ignored": ignored,
-            "n_scenarios": len(analysis.scenarios),
-            "alpha": f"{alpha:g}",
+            "experiment": experiment_name, "tracking_uri": tracking_uri, "n_runs": len(analysis.table),
+            "n_ignored": ignored, "n_scenarios": len(analysis.scenarios), "alpha": f"{alpha:g}", "version": __version__,
             "generated": _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-            "version": __version__,
             "summary": sections.summary(analysis, names),
             "task": sections.section_task(analysis),
             "norm": sections.section_normalisation(analysis, settings, names),

@@ -72,7 +72,6 @@ class VariantStats:
 
     loss: str  # as the report names it
     base: str  # the registered loss behind it
-    variant: str  # key: loss | params | swept settings
     label: str
     params: dict[str, Any]  # the loss's hyperparameters (loss_params)
     extras: dict[str, Any]  # swept model/optimizer settings that set this variant apart
@@ -127,13 +126,13 @@ def variant_stats(df: pd.DataFrame) -> list[VariantStats]:
     runs = df.assign(outcome=outcome, value=value, val=val, finished=outcome == FINISHED)
     runs = runs.sort_values(["finished", "start_time", "run_id"], kind="stable")  # the run that counts comes last
     out = []
-    for variant, g in runs.groupby("variant", sort=True):
+    for _, g in runs.groupby("variant", sort=True):
         last = g.groupby("seed", sort=False).tail(1)
         fin = last[last["outcome"] == FINISHED].set_index("seed")
         fin = fin.loc[sorted(fin.index, key=natural_key)]
         first = g.iloc[0]
         out.append(VariantStats(
-            loss=first["loss"], base=first["base_loss"], variant=str(variant), label=first["variant_label"],
+            loss=first["loss"], base=first["base_loss"], label=first["variant_label"],
             params=parse_params(first["loss_params"]), extras=parse_params(first["variant_extras"]),
             values=fin["value"].astype(float), val_values=fin["val"].astype(float),
             outcomes=_count(last["outcome"]), run_outcomes=_count(g["outcome"]),

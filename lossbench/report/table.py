@@ -43,11 +43,7 @@ NOT_HYPERPARAMETERS = ("reduction", "class_counts")
 
 
 def is_missing(x: Any) -> bool:
-    if x is None or x is pd.NA:
-        return True
-    if isinstance(x, float) and math.isnan(x):
-        return True
-    return isinstance(x, str) and x.strip() == ""
+    return x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x)) or (isinstance(x, str) and not x.strip())
 
 
 def as_text(s: pd.Series | pd.DataFrame) -> Any:
@@ -67,17 +63,13 @@ def mode_value(s: pd.Series) -> Any:
 
 def number(v: Any) -> float | int | None:
     """A number from a value or a logged param string (ints stay ints); None if it is not one."""
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, int | float):
-        return v
     if isinstance(v, str):
         try:
             f = float(v)
         except ValueError:
             return None
         return int(f) if f.is_integer() and "." not in v and "e" not in v.lower() else f
-    return None
+    return v if isinstance(v, int | float) and not isinstance(v, bool) else None
 
 
 def natural_key(s: str) -> tuple[int, float, str]:
