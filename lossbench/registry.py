@@ -410,6 +410,12 @@ def _context_value(context: Any, key: str) -> Any:
     return getattr(context, key, None)
 
 
+def _task_hint(context: Any, tasks: Sequence[str]) -> str:
+    """A dataset's advice for data of the loss's task (``DataInfo.extra["task_hints"]``), if any."""
+    hints = (_context_value(context, "extra") or {}).get("task_hints") or {}
+    return next((f" {hints[t]}" for t in tasks if t in hints), "")
+
+
 def create_loss(name: str, *, context: Any = None, **params: Any) -> nn.Module:
     """Build a loss module by name, validating every parameter first.
 
@@ -424,6 +430,7 @@ def create_loss(name: str, *, context: Any = None, **params: Any) -> nn.Module:
         raise LossbenchError(
             f"The loss '{spec.name}' is for {'/'.join(spec.tasks)} tasks, but the data is a "
             f"{data_task} task. Losses that fit {data_task} data: {', '.join(fitting)}."
+            f"{_task_hint(context, spec.tasks)}"
         )
     known = {p.name for p in spec.params}
     unknown = [k for k in params if k not in known]
@@ -454,5 +461,6 @@ def create_loss(name: str, *, context: Any = None, **params: Any) -> nn.Module:
         raise LossbenchError(
             f"The loss '{spec.name}' as configured is for {'/'.join(module.tasks)} tasks, but the data is a "
             f"{data_task} task. Losses that fit {data_task} data: {', '.join(list_losses(task=data_task))}."
+            f"{_task_hint(context, module.tasks)}"
         )
     return module

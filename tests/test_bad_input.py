@@ -23,10 +23,10 @@ from lossbench import tracking
 from lossbench.errors import LossbenchError
 
 
-def _csv(rows: dict, name: str = "t.csv"):
+def _csv(rows: dict, name: str = "t.csv", sep: str = ","):
     def write(d: Path) -> str:
         path = d / name
-        pd.DataFrame(rows).to_csv(path, index=False)
+        pd.DataFrame(rows).to_csv(path, index=False, sep=sep)
         return str(path)
 
     return write
@@ -38,6 +38,10 @@ _CSV_NAN = {"a": [*_X[:59], np.nan], "y": _X}
 _CSV_INF = {"a": _X, "y": [*_X[:59], np.inf]}
 _CSV_TEXT_TARGET = {"a": _X, "y": ["low", "high"] * 30}
 _CSV_ONE_CLASS = {"a": _X, "y": [1] * 60}
+_CSV_EMPTY_COLUMN = {"a": _X, "e": [np.nan] * 60, "y": _X}
+_CSV_TOO_LARGE = {"a": [*_X[:59], 1e308], "y": _X}
+_CSV_RATINGS = {"a": _X, "y": [1, 2, 3, 4, 5] * 12}
+_CSV_STRAY_WORD = {"a": [*(f"{v:.6f}" for v in _X[:17]), "?", *(f"{v:.6f}" for v in _X[18:])], "y": _X}
 
 REG = ["data=regression_outliers", "data.n_samples=200"]
 # id | command-line arguments ({tmp} is the working dir) or a file writer | what the message must say
@@ -79,6 +83,16 @@ CATALOGUE = [
     ("csv-inf", ["data=csv", "data.path={csv_inf}", "data.target=y", "loss=mse"], "inf"),
     ("csv-text-regression-target", ["data=csv", "data.path={csv_text}", "data.target=y", "data.task=regression", "loss=mse"], "numeric"),
     ("csv-single-class", ["data=csv", "data.path={csv_one}", "data.target=y", "data.task=multiclass", "loss=cross_entropy"], "class"),
+    ("csv-empty-column", ["data=csv", "data.path={csv_empty_column}", "data.target=y", "loss=mse"],
+     "column 'e' is empty: none of the 60 rows has a value; drop it from the file, or leave it out with data.features=[a]"),
+    ("csv-too-large-for-float32", ["data=csv", "data.path={csv_too_large}", "data.target=y", "loss=mse"],
+     "column 'a' has 1 value(s) too large for float32, the precision lossbench trains in (1e+308 in rows 59"),
+    ("csv-semicolon-separated", ["data=csv", "data.path={csv_semicolon}", "data.target=y", "loss=mse"],
+     "semi.csv looks separated by ';', not ',' (it reads as one column, 'a;y'): set data.sep=semicolon"),
+    ("csv-ratings-with-a-regression-loss", ["data=csv", "data.path={csv_ratings}", "data.target=y", "loss=mse"],
+     "Or, to predict 'y' as a number, set data.task=regression (data.task=auto read its 5 whole-number values as classes)"),
+    ("csv-stray-word-in-numbers", ["data=csv", "data.path={csv_stray_word}", "data.target=y", "loss=mse"],
+     "column 'a' holds numbers except 1 value(s) that are not numbers ('?'; rows 17); fix those values or drop their rows"),
     ("image-set-not-on-disk", ["data=mnist_lt", "data.download=false", "data.data_dir={tmp}/no_data", "model=cnn"], "data.download=true"),
     ("cifar-planted-pickle", ["data=cifar10_lt", "data.download=false", "data.verify_md5=false", "data.data_dir={evil}", "model=cnn"], "refusing to load"),
     ("tracking-server-down", ["loss=huber", *REG, "tracking.uri=http://127.0.0.1:9"], "does not answer"),
@@ -91,6 +105,11 @@ FILES = {
     "csv_inf": _csv(_CSV_INF, "inf.csv"),
     "csv_text": _csv(_CSV_TEXT_TARGET, "text.csv"),
     "csv_one": _csv(_CSV_ONE_CLASS, "one.csv"),
+    "csv_empty_column": _csv(_CSV_EMPTY_COLUMN, "empty_column.csv"),
+    "csv_too_large": _csv(_CSV_TOO_LARGE, "too_large.csv"),
+    "csv_semicolon": _csv({"a": _X, "y": _X}, "semi.csv", sep=";"),
+    "csv_ratings": _csv(_CSV_RATINGS, "ratings.csv"),
+    "csv_stray_word": _csv(_CSV_STRAY_WORD, "stray.csv"),
 }
 
 
@@ -164,6 +183,38 @@ def test_bad_command_line_input(case, argv, expected, workdir, capsys):
     assert "Traceback" not in output, f"{case}: a traceback was printed:\n{output[-3000:]}"
     assert _store_snapshot(uri) == before, f"{case}: the store changed"
     assert not (d / "PWNED").exists(), "a planted pickle ran code"
+
+
+def test_a_stray_word_in_a_column_of_numbers_is_not_taken_for_categories(workdir, capsys):
+    """300 numbers and one '?': the advice used to be to raise data.max_categories, and
+    following it one-hot encoded 300 values into a run recorded FINISHED."""
+    d, uri, _ = workdir
+    x = np.random.default_rng(1).normal(size=300)
+    a = [f"{v:.6f}" for v in x]
+    a[123] = "?"
+    pd.DataFrame({"a": a, "y": x}).to_csv(d / "stray300.csv", index=False)
+    before = _store_snapshot(uri)
+    for extra in ([], ["data.max_categories=1000"]):
+        args = ["data=csv", f"data.path={d / 'stray300.csv'}", "data.target=y", "loss=mse", *extra]
+        code, output = run_main(args, d, capsys)
+        assert code == 2, output[-2000:]
+        assert "('?'; rows 123)" in output and "max_categories" not in output, output[-2000:]
+    assert _store_snapshot(uri) == before
+
+
+def test_the_separator_the_message_names_reads_the_file(workdir, capsys):
+    d, uri, _ = workdir
+    path = _csv({"a": _X, "y": 2 * _X}, "semi_ok.csv", sep=";")(d)
+    for sep in ("semicolon", ";"):  # by name, as a shell takes it, and as the character itself
+        code, output = run_main(
+            ["data=csv", f"data.path={path}", "data.target=y", "loss=mse", "model=linear", f"data.sep={sep!r}",
+             "tracking.experiment_name=separator", "tracking.skip_finished=false"], d, capsys,
+        )
+        assert code == 0, output[-2000:]
+    c = tracking.client(uri)
+    runs = c.search_runs([c.get_experiment_by_name("separator").experiment_id])
+    assert [r.info.status for r in runs] == ["FINISHED", "FINISHED"]
+    assert all(r.data.params["data.sep"] in ("semicolon", ";") for r in runs)
 
 
 def test_the_debug_switch_shows_the_traceback_and_the_real_process_exits_2(tmp_path):

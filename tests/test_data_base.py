@@ -353,3 +353,79 @@ def test_the_same_generated_data_is_built_once_per_process_and_stays_the_same():
     d = ImbalancedClassification(seed=11, n_max=120)
     d.note = object()
     assert d._cache_key() is None
+
+
+# --------------------------------------------------------------------------- the user's table: what its messages say
+def _table_error(tmp_path: Path, text: str, **kw) -> str:
+    from lossbench.data.tabular import TabularData
+
+    path = tmp_path / kw.pop("name", "t.csv")
+    path.write_text(text)
+    with pytest.raises(DataError) as err:
+        TabularData(path=str(path), target=kw.pop("target", "y"), **kw).setup()
+    return str(err.value)
+
+
+def test_table_messages_name_the_cause_and_a_fix_that_works(tmp_path):
+    from lossbench.data.tabular import TabularData
+
+    rows = "".join(f"{i},,,{i % 3},{i}.5\n" for i in range(12))
+    msg = _table_error(tmp_path, "a,e1,e2,b,y\n" + rows)
+    assert msg == "columns 'e1', 'e2' are empty: none of the 12 rows has a value; drop them from the file, or leave " \
+                  "them out with data.features=[a,b]."
+    path = tmp_path / "t.csv"  # the fix the message gives reads the file
+    assert TabularData(path=str(path), target="y", features=["a", "b"]).info.input_shape == (2,)
+    assert "target column 'y' is empty" in _table_error(tmp_path, "a,y\n1,\n2,\n3,\n")
+    # too large for float32, in the target too; 3e38 still fits
+    assert "'y' has 1 value(s) too large for float32" in _table_error(tmp_path, "a,y\n1,0.5\n2,-4e38\n3,1\n")
+    assert TabularData(path=str(_write(tmp_path, "a,y\n1,0.5\n2,3e38\n3,1\n4,2\n5,3\n")), target="y").info.task
+
+
+def _write(tmp_path: Path, text: str, name: str = "ok.csv") -> Path:
+    (tmp_path / name).write_text(text)
+    return tmp_path / name
+
+
+def test_a_column_of_mostly_words_stays_categories_and_of_mostly_numbers_is_refused(tmp_path):
+    from lossbench.data.tabular import TabularData
+
+    # 20 rows: 17 numbers and 3 words is text with numbers in it (85%): one-hot, as before
+    mixed = "".join(f"{w},{i}.5\n" for i, w in enumerate([*(str(k) for k in range(17)), "x", "y", "z"]))
+    dm = TabularData(path=str(_write(tmp_path, "c,y\n" + mixed)), target="y", categorical="ordinal")
+    assert dm.info.input_shape == (1,)
+    # 19 numbers and one 'n/a' typo: refused, with the value and its row
+    typo = "".join(f"{w},{i}.5\n" for i, w in enumerate([*(str(k) for k in range(19)), "n/a?"]))
+    msg = _table_error(tmp_path, "c,y\n" + typo)
+    assert "holds numbers except 1 value(s) that are not numbers ('n/a?'; rows 19)" in msg
+    assert "max_categories" not in msg
+
+
+def test_the_separator_by_name_character_or_escape(tmp_path):
+    from lossbench.data.tabular import TabularData
+
+    tab = _write(tmp_path, "a\tb\ty\n" + "".join(f"{i}\t{i * 2}\t{i}.5\n" for i in range(10)), "tab.csv")
+    msg = _table_error(tmp_path, tab.read_text(), name="tab.csv")
+    assert "looks separated by '\\t', not ','" in msg and "data.sep=tab" in msg
+    for sep in ("tab", "\t", "\\t"):  # \t as typed on a command line arrives as backslash-t
+        assert TabularData(path=str(tab), target="y", sep=sep).info.input_shape == (2,)
+    piped = _write(tmp_path, "a|y\n1|2.5\n3|4.5\n5|6.5\n7|8.5\n9|1.5\n", "p.txt")
+    assert TabularData(path=str(piped), target="y", sep="pipe").info.input_shape == (1,)
+    # a wrong one given explicitly: the hint names the right one
+    assert "looks separated by ',', not ';'" in _table_error(tmp_path, "a,y\n1,2\n", sep=";")
+    with pytest.raises(DataError, match="data.sep must be a column separator"):
+        TabularData(path="x.csv", target="y", sep="")
+
+
+def test_a_guessed_task_tells_the_loss_check_what_to_set(tmp_path):
+    from lossbench import create_loss
+    from lossbench.data.tabular import TabularData
+
+    ratings = _write(tmp_path, "a,y\n" + "".join(f"{i},{i % 5 + 1}\n" for i in range(40)), "r.csv")
+    with pytest.raises(Exception, match=r"set data.task=regression \(data.task=auto read its 5 whole-number"):
+        create_loss("huber", context=TabularData(path=str(ratings), target="y").info)
+    counts = _write(tmp_path, "a,y\n" + "".join(f"{i},{i}\n" for i in range(40)), "c.csv")
+    with pytest.raises(Exception, match=r"set data.task=multiclass \(.*more than data.max_auto_classes=20\)"):
+        create_loss("cross_entropy", context=TabularData(path=str(counts), target="y").info)
+    # told the task, nothing is guessed and nothing is hinted
+    info = TabularData(path=str(ratings), target="y", task="multiclass").info
+    assert "task_hints" not in info.extra

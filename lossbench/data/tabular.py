@@ -17,6 +17,10 @@ from .synthetic import huber_outlier_fraction
 TASKS = ("auto", "regression", "multiclass", "binary")
 ENCODINGS = ("onehot", "ordinal")
 READERS = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet"}
+# data.sep by name, for a shell command line where ';' and '|' need quoting
+SEPARATORS = {"comma": ",", "semicolon": ";", "tab": "\t", "pipe": "|", "space": " "}
+_SEP_NAMES = {v: k for k, v in SEPARATORS.items()}
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 OBJECTIVES = {
     "regression": ("rmse", "min"),
     "multiclass": ("balanced_accuracy", "max"),
@@ -30,6 +34,11 @@ def _rows(mask: np.ndarray, limit: int = 5) -> str:
     return shown + (", ..." if rows.size > limit else "")
 
 
+def _listed(values: list[Any], limit: int = 5) -> str:
+    shown = ", ".join(repr(v) for v in values[:limit])
+    return shown + (", ..." if len(values) > limit else "")
+
+
 class TabularData(TensorDataModule):
     """A table from ``path`` (``.csv``/``.tsv`` read with pandas, ``.parquet``/``.pq`` with pyarrow).
 
@@ -40,6 +49,10 @@ class TabularData(TensorDataModule):
     else ``multiclass``); anything else is regression. Set ``task`` when the guess is wrong
     (e.g. a count with few values that you want to regress).
 
+    ``sep`` is the column separator of a text file: a character, or ``comma``, ``semicolon``,
+    ``tab``, ``pipe``, ``space``; by default ``,`` (a tab for ``.tsv``). A file read as one
+    column whose header holds another separator is refused with the setting that reads it.
+
     Feature columns that are not numeric (strings, categories, booleans) are encoded with
     pandas: ``categorical="onehot"`` gives one 0/1 column per category, ``"ordinal"`` one
     column of category codes in sorted order. The categories are taken from the whole
@@ -48,8 +61,10 @@ class TabularData(TensorDataModule):
     sorted order; ``DataInfo.extra["class_names"]`` keeps the original labels.
 
     The split is seeded; stratified by class for classification, random for regression.
-    Missing or infinite values are refused with the column and the rows (0-based data rows,
-    the header not counted) so you can clean the file. For regression,
+    Missing or infinite values, values too large for float32 (lossbench trains in float32),
+    and a few stray words in a column of numbers (a ``?`` for "unknown") are refused with
+    the column and the rows (0-based data rows, the header not counted) so you can clean the
+    file; so is a column with no value at all. For regression,
     ``DataInfo.outlier_fraction`` is measured as in
     :func:`~lossbench.data.synthetic.huber_outlier_fraction`.
     """
@@ -74,6 +89,7 @@ class TabularData(TensorDataModule):
         normalize: str = "standard",
         normalize_target: str = "standard",
         eval_batch_size: int = 4096,
+        sep: str | None = None,
     ):
         super().__init__(batch_size, seed, normalize, normalize_target, eval_batch_size)
         if not path:
@@ -94,6 +110,7 @@ class TabularData(TensorDataModule):
         self.max_categories = check_param("max_categories", max_categories, Interval(int, 1))
         self.max_auto_classes = check_param("max_auto_classes", max_auto_classes, Interval(int, 2))
         self.val_fraction, self.test_fraction = check_split_fractions(val_fraction, test_fraction)
+        self.sep = _separator(sep)
         self._n_classes = 0  # set by load() for classification
         if task != "auto":
             self.task, self.objective = task, OBJECTIVES[task]
@@ -105,22 +122,34 @@ class TabularData(TensorDataModule):
             raise DataError(f"data.path: no file {str(self.path)!r}{where}. Give an existing CSV or Parquet file.")
         if self.path.stat().st_size == 0:
             raise DataError(f"data.path: {str(self.path)!r} is empty; it needs a header row and data rows.")
+        text = READERS[self.path.suffix.lower()] == "csv"
+        sep = self.sep or ("\t" if self.path.suffix.lower() == ".tsv" else ",")
         try:
-            if READERS[self.path.suffix.lower()] == "parquet":
-                df = pd.read_parquet(self.path)
-            else:
-                sep = "\t" if self.path.suffix.lower() == ".tsv" else ","
-                df = pd.read_csv(self.path, sep=sep)
+            df = pd.read_csv(self.path, sep=sep) if text else pd.read_parquet(self.path)
         except pd.errors.EmptyDataError as err:
             raise DataError(
                 f"data.path: {str(self.path)!r} has no columns; it needs a header row and data rows."
             ) from err
         except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as err:
             raise DataError(f"data.path: cannot read {str(self.path)!r} as a table ({err}).") from err
+        if text:
+            self._check_separator(df, sep)
         if df.shape[0] == 0:
             raise DataError(f"data.path: {str(self.path)!r} has a header but no data rows.")
         df.columns = [str(c) for c in df.columns]
         return df
+
+    def _check_separator(self, df: pd.DataFrame, sep: str) -> None:
+        """One column whose header holds another separator: the file was split on the wrong one."""
+        if df.shape[1] != 1:
+            return
+        header = str(df.columns[0])
+        for other, name in _SEP_NAMES.items():
+            if other != sep and other != " " and other in header:
+                raise DataError(
+                    f"data.path: {self.path.name} looks separated by {other!r}, not {sep!r} (it reads as one column, "
+                    f"{header!r}): set data.sep={name} (the same as data.sep={other!r})."
+                )
 
     def _columns(self, df: pd.DataFrame) -> list[str]:
         cols = list(df.columns)
@@ -143,8 +172,8 @@ class TabularData(TensorDataModule):
             raise DataError("data.features is empty; list at least one input column, or leave it unset for all.")
         return list(self.features)
 
-    @staticmethod
-    def _check_values(df: pd.DataFrame, columns: list[str]) -> None:
+    def _check_values(self, df: pd.DataFrame, columns: list[str]) -> None:
+        self._check_empty(df, columns)
         for col in columns:
             s = df[col]
             missing = s.isna().to_numpy()
@@ -154,12 +183,59 @@ class TabularData(TensorDataModule):
                     f"those rows before training."
                 )
             if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
-                inf = ~np.isfinite(s.to_numpy(dtype=np.float64))
+                values = s.to_numpy(dtype=np.float64)
+                inf = ~np.isfinite(values)
                 if inf.any():
                     raise DataError(
                         f"column {col!r} has {int(inf.sum())} infinite value(s) (rows {_rows(inf)}); replace or drop "
                         f"those rows before training."
                     )
+                huge = np.abs(values) > _FLOAT32_MAX
+                if huge.any():
+                    raise DataError(
+                        f"column {col!r} has {int(huge.sum())} value(s) too large for float32, the precision lossbench "
+                        f"trains in ({_listed(values[huge].tolist())} in rows {_rows(huge)}; float32 ends at "
+                        f"{_FLOAT32_MAX:.3g}); rescale the column (divide it by a power of ten) or drop those rows."
+                    )
+            else:
+                self._check_numbers(s, col)
+
+    def _check_empty(self, df: pd.DataFrame, columns: list[str]) -> None:
+        """A column with no value at all: leave the column out, not its rows (that would be every row)."""
+        if df[self.target].isna().all():
+            raise DataError(
+                f"the target column {self.target!r} is empty: none of its {len(df)} rows has a value. Fill it, or "
+                f"choose another column with data.target=<column>."
+            )
+        empty = [c for c in columns if c != self.target and df[c].isna().all()]
+        if not empty:
+            return
+        kept = [c for c in columns if c != self.target and c not in empty]
+        one = len(empty) == 1
+        what, it = (f"column {empty[0]!r} is", "it") if one else (f"columns {_listed(empty, 10)} are", "them")
+        if not kept:
+            fix = "give the file at least one input column with values."
+        elif len(kept) <= 10:
+            fix = f"drop {it} from the file, or leave {it} out with data.features=[{','.join(kept)}]."
+        else:
+            fix = f"drop {it} from the file, or list the other input columns in data.features=[...]."
+        raise DataError(f"{what} empty: none of the {len(df)} rows has a value; {fix}")
+
+    @staticmethod
+    def _check_numbers(s: pd.Series, col: str) -> None:
+        """Numbers with a few stray words ('?', 'n/a', a typo) would be read as a column of categories."""
+        if pd.api.types.is_bool_dtype(s):
+            return
+        number = pd.to_numeric(s, errors="coerce").notna().to_numpy()
+        words = ~number
+        if not words.any() or number.mean() < 0.9:  # all numbers, or text with some numbers in it
+            return
+        tokens = list(dict.fromkeys(str(v) for v in s[words]))
+        raise DataError(
+            f"column {col!r} holds numbers except {int(words.sum())} value(s) that are not numbers "
+            f"({_listed(tokens)}; rows {_rows(words)}); fix those values or drop their rows, so the column is "
+            f"read as numbers."
+        )
 
     # ------------------------------------------------------------------ task and encoding
     def _resolve_task(self, y: pd.Series) -> str:
@@ -180,6 +256,28 @@ class TabularData(TensorDataModule):
         if whole and n <= self.max_auto_classes:
             return "binary" if n == 2 else "multiclass"
         return "regression"
+
+    def _task_hints(self, y: pd.Series, task: str) -> dict[str, str]:
+        """Per task a loss may be for, what to set when data.task=auto guessed another one.
+
+        The loss-task check (:func:`lossbench.registry.create_loss`) adds the hint for the
+        loss's task to its message: integer ratings read as classes, with a regression loss.
+        """
+        if self.requested_task != "auto" or not pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y):
+            return {}
+        values = y.to_numpy(dtype=np.float64)
+        n = int(np.unique(values).size)
+        if task != "regression":
+            return {"regression": (
+                f"Or, to predict {self.target!r} as a number, set data.task=regression (data.task=auto read its "
+                f"{n} whole-number values as classes)."
+            )}
+        if bool(np.all(values == np.round(values))):
+            return {"multiclass": (
+                f"Or, to predict {self.target!r} as classes, set data.task=multiclass (data.task=auto read its {n} "
+                f"whole-number values as a number: more than data.max_auto_classes={self.max_auto_classes})."
+            )}
+        return {}
 
     def _encode_features(self, df: pd.DataFrame, columns: list[str]) -> tuple[np.ndarray, list[str]]:
         blocks: list[np.ndarray] = []
@@ -218,6 +316,9 @@ class TabularData(TensorDataModule):
         task = self._resolve_task(y_raw)
         x, feature_names = self._encode_features(df, columns)
         extra: dict[str, Any] = {"path": str(self.path), "target": self.target, "features": feature_names}
+        hints = self._task_hints(y_raw, task)
+        if hints:
+            extra["task_hints"] = hints
         if task == "regression":
             y = y_raw.to_numpy(dtype=np.float64, copy=True)
             tr, va, te = split_indices(len(df), self.val_fraction, self.test_fraction, self.seed)
@@ -252,6 +353,20 @@ class TabularData(TensorDataModule):
         if self.task != "regression":
             return {}
         return {"outlier_fraction": huber_outlier_fraction(splits.x_train.numpy(), splits.y_train.numpy())}
+
+
+def _separator(sep: Any) -> str | None:
+    """``data.sep`` as the string pandas splits on: None (by the extension), a name, or the separator itself."""
+    if sep is None:
+        return None
+    if not isinstance(sep, str) or not sep:
+        raise DataError(
+            f"data.sep must be a column separator: one of {', '.join(SEPARATORS)}, or the character itself; "
+            f"got {sep!r}."
+        )
+    if sep in ("\\t", "\t"):  # a tab written as \t on the command line
+        return "\t"
+    return SEPARATORS.get(sep.lower(), sep)
 
 
 def _plain(value: Any) -> Any:
