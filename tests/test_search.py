@@ -501,6 +501,69 @@ def test_a_mistake_on_the_command_line_exits_2_without_a_traceback(args, words, 
     assert "Traceback" not in err
 
 
+def _damaged_journal(path: Path) -> None:
+    """A real journal with a line of garbage after its records."""
+    optuna.create_study(study_name="s", storage=JournalStorage(JournalFileBackend(str(path))))
+    with open(path, "a") as f:
+        f.write("oops\n{\"op_code\": 4\n")
+
+
+STORAGE_MISTAKES = {  # name -> (writes the planted file under tmp, search.storage, words of the message)
+    "folder-is-a-file": (lambda d: (d / "afile").write_text("x"), "afile/studies.journal",
+                         "afile is a file, not a folder, so the storage cannot be made there"),
+    "deep-folder-is-a-file": (lambda d: (d / "afile").write_text("x"), "afile/sub/studies.journal",
+                              "afile is a file, not a folder"),
+    "database-folder-is-a-file": (lambda d: (d / "afile").write_text("x"), "sqlite:///afile/optuna.db",
+                                  "afile is a file, not a folder"),
+    "garbage-journal": (lambda d: (d / "g.journal").write_text("time,loss\n1,0.5\n"), "g.journal",
+                        "g.journal is not an Optuna journal (its first line is 'time,loss', not an Optuna record)"),
+    "json-not-a-journal": (lambda d: (d / "g.journal").write_text('{"a": 1}\n'), "g.journal",
+                           "is not an Optuna journal"),
+    "binary-journal": (lambda d: (d / "g.journal").write_bytes(bytes(range(256))), "g.journal",
+                       "is not an Optuna journal (it holds binary data"),
+    "damaged-journal": (lambda d: _damaged_journal(d / "g.journal"), "g.journal",
+                        "g.journal is not a readable Optuna journal (JSONDecodeError"),
+    "garbage-database": (lambda d: (d / "o.db").write_text("not a database\n" * 100), "sqlite:///o.db",
+                         "DatabaseError: (sqlite3.DatabaseError) file is not a database. Fix search.storage"),
+}
+
+
+@pytest.mark.parametrize("case", list(STORAGE_MISTAKES))
+def test_a_bad_storage_is_one_line_and_exit_2_before_any_trial(case, monkeypatch, tmp_path, capsys, mlflow_uri):
+    from lossbench.search.__main__ import main
+
+    plant, storage, words = STORAGE_MISTAKES[case]
+    plant(tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    experiment = f"storage-{case}"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [
+        "lossbench.search", "loss=huber", *TINY, "search.n_trials=1", f"search.storage={storage}",
+        f"tracking.uri={mlflow_uri}", f"tracking.experiment_name={experiment}",
+    ])
+    with pytest.raises(SystemExit) as e:
+        main()
+    err = capsys.readouterr().err
+    assert e.value.code == 2, err[-3000:]
+    assert words in err and "Traceback" not in err, err[-3000:]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "search.storage" in lines[0], err  # names the setting
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before  # the file is left as it was
+    assert tracking.client(mlflow_uri).get_experiment_by_name(experiment) is None  # no trial ran
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes to read-only folders")
+def test_a_storage_in_a_read_only_folder_is_one_line(tmp_path, mlflow_uri):
+    from lossbench.search.study import open_storage
+
+    (tmp_path / "ro").mkdir(mode=0o555)
+    try:
+        with pytest.raises(LossbenchError, match="cannot be written .*name a file in a folder you can write to"):
+            open_storage(str(tmp_path / "ro" / "studies.journal"), mlflow_uri)
+    finally:
+        (tmp_path / "ro").chmod(0o755)
+
+
 @pytest.fixture
 def ctrl_c_loss():
     """A user's loss (searchable scale) whose Nth call presses Ctrl-C: a real SIGINT in a stacked group."""

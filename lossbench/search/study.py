@@ -267,18 +267,87 @@ def open_storage(spec: str, tracking_uri: str) -> Storage:
     if file is not None and file.is_dir():
         raise ParameterError(f"search.storage {spec} is a directory; name a file, like {file / 'studies.journal'}.")
     if file is not None:
-        file.parent.mkdir(parents=True, exist_ok=True)
+        _check_writable(file, spec)
     lock = str(file) + ".budget" if file is not None else None
     if "://" not in spec:
-        return Storage(spec, JournalStorage(JournalFileBackend(str(file))), lock, journal=True)
+        assert file is not None
+        _check_journal(file, spec)
+        try:
+            return Storage(spec, JournalStorage(JournalFileBackend(str(file))), lock, journal=True)
+        except Exception as exc:  # noqa: BLE001 - a line that is not JSON, or JSON that is not an Optuna record
+            raise ParameterError(
+                f"search.storage {spec} is not a readable Optuna journal ({type(exc).__name__}: {_first_line(exc)}); "
+                f"{_ANOTHER_JOURNAL}"
+            ) from None
     try:
         beats = {"heartbeat_interval": HEARTBEAT_S, "grace_period": GRACE_S, "heartbeat_stale_trial_callback": _retry}
         return Storage(spec, optuna.storages.RDBStorage(spec, **beats), lock)
     except Exception as exc:  # noqa: BLE001 - a bad URL or an unreachable database
         raise LossbenchError(
-            f"Cannot open the Optuna storage {spec}: {type(exc).__name__}: {exc}. Fix search.storage "
+            f"Cannot open the Optuna storage {spec}: {type(exc).__name__}: {_first_line(exc)}. Fix search.storage "
             "(a journal file path, or a database URL such as sqlite:///optuna.db)."
         ) from None
+
+
+_ANOTHER_JOURNAL = (
+    "name another file with search.storage=<file>, or move this one away to start the studies anew."
+)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "no detail"
+
+
+def _check_writable(file: Path, spec: str) -> None:
+    """The storage file can be created (its folder made) and written: checked before any trial."""
+    if not file.parent.is_dir():
+        blocker = next((p for p in (file.parent, *file.parent.parents) if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            raise ParameterError(
+                f"search.storage {spec}: {blocker} is a file, not a folder, so the storage cannot be made there; "
+                "name a file in a folder, like search.storage=studies.journal."
+            )
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ParameterError(
+                f"search.storage {spec}: cannot make its folder {file.parent} ({exc.strerror or exc}); "
+                "name a file in a folder you can write to."
+            ) from None
+    try:
+        with open(file, "ab"):  # an empty file is an empty journal, and an empty SQLite database
+            pass
+    except OSError as exc:
+        raise ParameterError(
+            f"search.storage {spec} cannot be written ({exc.strerror or exc}); name a file in a folder you can "
+            "write to, like search.storage=studies.journal."
+        ) from None
+
+
+def _check_journal(file: Path, spec: str) -> None:
+    """A file that is there already must be an Optuna journal: one JSON record per line."""
+    with open(file, "rb") as f:
+        head = f.read(1 << 16)
+    if not head:
+        return
+    first = head.split(b"\n", 1)[0].strip()
+    if first.startswith(b'{"op_code"'):  # what Optuna writes (possibly still being written)
+        return
+    try:
+        record = json.loads(first)
+        ok = isinstance(record, dict) and "op_code" in record
+    except ValueError:
+        ok = False
+    if not ok:
+        try:
+            text = first[:40].decode("utf-8")
+            what = f"its first line is {text!r}" if text.isprintable() else "it holds binary data"
+        except UnicodeDecodeError:
+            what = "it holds binary data"
+        raise ParameterError(
+            f"search.storage {spec} is not an Optuna journal ({what}, not an Optuna record); {_ANOTHER_JOURNAL}"
+        )
 
 
 @contextlib.contextmanager
@@ -318,7 +387,14 @@ def open_study(plan: LossPlan, settings: SearchSettings, storage: Storage) -> An
             sampler=_sampler(settings.seed, 0), pruner=pruner,
         )
     except Exception as exc:  # noqa: BLE001 - an unreadable journal, a database error
-        raise LossbenchError(f"Cannot use the Optuna storage {storage.spec}: {type(exc).__name__}: {exc}") from None
+        why = f"{type(exc).__name__}: {_first_line(exc)}"
+        if storage.journal:
+            raise ParameterError(
+                f"search.storage {storage.spec} is not a readable Optuna journal ({why}); {_ANOTHER_JOURNAL}"
+            ) from None
+        raise LossbenchError(
+            f"Cannot use the Optuna storage {storage.spec}: {why}. Fix search.storage, or name another database."
+        ) from None
     where = f"The study '{plan.study_name}' in {storage.spec}"
     elsewhere = (
         "Continue it with the same settings, or start another study with search.study_name=<name> or search.storage=<file>."
