@@ -291,18 +291,17 @@ def axis_figures(analysis: Analysis, settings: pd.DataFrame, sink: FigureSink) -
                 modal = as_text(sub[others]).value_counts().idxmax()
                 keep = sub[(as_text(sub[others]) == pd.Series(modal, index=others)).all(axis=1)]
                 note = ", ".join(f"{c.removeprefix('data.')}={v}" for c, v in zip(others, modal, strict=True))
-            shown = [by_scen[scen] for scen in keep.index if scen in by_scen]
             series: dict[str, Points] = {}
-            for s in shown:
-                for r in s.losses:
+            for scen in keep.index:
+                for r in by_scen[scen].losses:
                     if r.chosen.n_finished:
-                        series.setdefault(r.loss, []).append((float(keep.at[s.scenario, axis]), r.chosen))
+                        series.setdefault(r.loss, []).append((float(keep.at[scen, axis]), r.chosen))
             if sum(len(p) for p in series.values()) < 2:
                 continue
             covered.update(keep.index)
-            mode, objective = (shown[-1].mode, shown[-1].objective)
-            fig = draw_against_axis(series, axis, f"test_{objective}", mode, note, _loss_colors(analysis))
-            title, caption = words.figure("axis", data=data_name, objective=objective, axis=axis,
+            last = by_scen[keep.index[-1]]
+            fig = draw_against_axis(series, axis, f"test_{last.objective}", last.mode, note, _loss_colors(analysis))
+            title, caption = words.figure("axis", data=data_name, objective=last.objective, axis=axis,
                                           fixed=f"; other settings fixed at {note}" if note else "")
             refs.append(sink.add(fig, f"axis-{data_name}-{axis}", title, caption))
     return refs, covered
@@ -368,12 +367,12 @@ def appendix_figures(analysis: Analysis, sink: FigureSink, data: Any, losses: Ma
     palette = _loss_colors(analysis)
     colors = {label: palette.get(loss) for label, loss in losses.items()}
     out = []
-    if data.regression.curves:
-        rmse = words.RMSE_APPENDIX if any(k.startswith("rmse") for k in data.regression.curves) else ""
-        fig = draw_loss_shapes(data.regression.x, data.regression.curves, "residual f(x) - y", "dL/df(x)", colors)
-        out.append(sink.add(fig, "appendix-regression", *words.figure("appendix-regression", rmse=rmse)))
-    if data.classification.curves:
-        fig = draw_loss_shapes(data.classification.x, data.classification.curves, "probability of the true class p",
-                               "dL/ds (s = true-class logit)", colors)
-        out.append(sink.add(fig, "appendix-classification", *words.figure("appendix-classification")))
+    for family, shapes, xlabel, grad_label in (
+        ("regression", data.regression, "residual f(x) - y", "dL/df(x)"),
+        ("classification", data.classification, "probability of the true class p", "dL/ds (s = true-class logit)"),
+    ):
+        if shapes.curves:
+            rmse = words.RMSE_APPENDIX if any(k.startswith("rmse") for k in shapes.curves) else ""
+            fig = draw_loss_shapes(shapes.x, shapes.curves, xlabel, grad_label, colors)
+            out.append(sink.add(fig, f"appendix-{family}", *words.figure(f"appendix-{family}", rmse=rmse)))
     return out
