@@ -119,6 +119,42 @@ def ensure_experiment(uri: str, experiment_name: str) -> str:
     path = _sqlite_path(uri)
     if path is not None and path.parent and not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as held:
+        if path is not None and path.name != ":memory:":
+            held.enter_context(_store_lock(path))
+        return _ensure_experiment(uri, experiment_name)
+
+
+@contextlib.contextmanager
+def _store_lock(db: Path) -> Iterator[None]:
+    """Hold ``<db>.lock`` exclusively (``flock``) while a SQLite store is created or read.
+
+    MLflow builds a fresh store by running its schema migrations; two processes doing so at
+    once on one new file fail with "table ... already exists" or a migration error. With
+    the lock, the second waits for the first and finds the store ready. Where no lock can
+    be taken (no ``fcntl``, a read-only folder), it goes on without one.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    fd = None
+    for flags in (os.O_RDWR | os.O_CREAT, os.O_RDONLY):  # flock works on a read-only descriptor too
+        with contextlib.suppress(OSError):
+            fd = os.open(f"{db}.lock", flags, 0o644)
+            break
+    if fd is None:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _ensure_experiment(uri: str, experiment_name: str) -> str:
     try:
         c = client(uri)
         exp = c.get_experiment_by_name(experiment_name)

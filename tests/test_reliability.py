@@ -311,3 +311,36 @@ def test_an_interrupted_joblib_sweep_ends_its_workers_runs_killed_and_leaves_no_
     assert "recorded as KILLED" in err
     assert [tracking.client(uri).get_run(i).info.status for i in ids] == ["KILLED", "KILLED"]
     assert left == [], f"processes left behind: {left}"
+
+
+# ------------------------------------------------------------------ single runs on a new store
+@pytest.mark.slow
+@pytest.mark.parametrize("attempt", range(3))
+def test_single_runs_started_together_on_a_new_store_all_finish(tmp_path, attempt):
+    """Three single runs at once on a store that does not exist yet. Each used to run MLflow's
+    schema migrations on the same new file, and one failed ("table ... already exists", or a
+    migration that found no row) in 2 of 3 tries; now the later ones wait for the first."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "LOSSBENCH_DEBUG")}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "lossbench", "loss=mse", "data=regression_outliers", "data.n_samples=100",
+             "model=linear", "trainer.max_epochs=1", f"seed={seed}", f"hydra.run.dir=outputs/{seed}"],
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )
+        for seed in range(3)
+    ]
+    errs = []
+    for p in procs:
+        try:
+            errs.append(p.communicate(timeout=300)[1])
+        finally:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [0, 0, 0], "\n---\n".join(e[-2000:] for e in errs)
+    with sqlite3.connect(tmp_path / "mlflow.db") as con:
+        assert con.execute("pragma integrity_check").fetchone() == ("ok",)
+        rows = con.execute(
+            "select e.name, r.status, count(*) from runs r join experiments e "
+            "on r.experiment_id = e.experiment_id group by e.name, r.status"
+        ).fetchall()
+    assert rows == [("lossbench", "FINISHED", 3)], rows
