@@ -214,6 +214,10 @@ def main() -> None:
     except KeyboardInterrupt:  # a sweep whose workers were stopped (engine/stop.py)
         _say("\nInterrupted: the sweep's runs in progress are recorded as KILLED.")
         raise SystemExit(130) from None
+    finally:  # a sweep that stopped before its end: its parent run too
+        from .sweep import end_open_parents
+
+        end_open_parents("KILLED")
 
 
 if __name__ == "__main__":

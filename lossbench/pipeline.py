@@ -413,6 +413,8 @@ def run_tags(
         S.TAG_GIT: tracking.git_commit(),
         S.TAG_OVERRIDES: overrides or None,
         S.TAG_SWEEP: sweep_id,
+        S.TAG_PARENT: tracking.sweep_parent(str(p.cfg["tracking"]["uri"]), str(p.cfg["tracking"]["experiment_name"]), sweep_id)
+        if sweep_id else None,
         S.TAG_CONFIG_HASH: chash,
         S.TAG_OWNER: tracking.owner(),
         S.TAG_SCENARIO: scenario_key(p.data_name, p.cfg["data"]),

@@ -49,6 +49,8 @@ TAG_GROUP = "engine_group"  # batched: the group's id, shared by the runs traine
 TAG_GROUP_SIZE = "engine_group_size"
 TAG_OWNER = "owner"  # "host:pid" of the process that trains the run, to tell a stuck run from a live one
 TAG_SETTLED = "settled"  # why lossbench marked a stuck run KILLED
+TAG_KIND = "lossbench_kind"  # "sweep" | "study" on the parent run that folds a sweep's or a study's runs
+TAG_PARENT = "mlflow.parentRunId"  # MLflow's own: a child run of a sweep or a study
 
 METRIC_BEST_VAL = "best_val_objective"
 

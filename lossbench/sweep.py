@@ -30,8 +30,13 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         uri = str(config.tracking.uri)
         name = str(config.tracking.experiment_name)
-        tracking.ensure_experiment(uri, name)  # once, here, before workers start
-        log.info(f"lossbench sweep {sweep_id_from_dir(config.hydra.sweep.dir)} -> MLflow experiment '{name}' at {uri}")
+        sid = sweep_id_from_dir(config.hydra.sweep.dir)
+        exp_id = tracking.ensure_experiment(uri, name)  # once, here, before workers start
+        # the parent run that folds the sweep's runs in MLflow's UI; the jobs find it by its tags
+        parent = tracking.parent_run(uri, exp_id, "sweep", sid, f"sweep-{sid}", create=True)
+        assert parent is not None
+        _OPEN_PARENTS[parent] = tracking.Run(uri, parent)
+        log.info(f"lossbench sweep {sid} -> MLflow experiment '{name}' at {uri}")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         uri = str(config.tracking.uri)
@@ -40,8 +45,25 @@ class SweepCallback(Callback):
         runs = tracking.sweep_runs(uri, name, sid)
         summary = summarize(runs)
         log.info(format_summary(summary, sid, name, uri))
+        parent = tracking.sweep_parent(uri, name, sid)
+        if parent in _OPEN_PARENTS:
+            counts = {"runs_finished": summary["FINISHED"], "runs_diverged": summary["diverged"],
+                      "runs_failed": summary["error"], "runs_killed": summary["KILLED"]}
+            _OPEN_PARENTS.pop(parent).end(
+                "FAILED" if summary["error"] else "FINISHED", metrics=tracking.metrics_at([(0, counts)])
+            )
         if summary["error"]:  # the command's exit status (Hydra passes a SystemExit from a callback on)
             raise SystemExit(1)
+
+
+# parent runs of sweeps this process started and has not ended (ended KILLED if it stops early)
+_OPEN_PARENTS: dict[str, tracking.Run] = {}
+
+
+def end_open_parents(status: str = "KILLED") -> None:
+    while _OPEN_PARENTS:
+        _, run = _OPEN_PARENTS.popitem()
+        run.end(status)
 
 
 def summarize(runs: list[Any]) -> dict[str, Any]:
@@ -83,7 +105,8 @@ def record_invalid_job(cfg: DictConfig, sweep_id: str | None, overrides: str, ex
         uri,
         exp_id,
         f"{loss}-{data}-s{cfg.get('seed', '?')}",
-        {S.TAG_LOSS: loss, S.TAG_DATA: data, S.TAG_SWEEP: sweep_id, S.TAG_OVERRIDES: overrides},
+        {S.TAG_LOSS: loss, S.TAG_DATA: data, S.TAG_SWEEP: sweep_id, S.TAG_OVERRIDES: overrides,
+         S.TAG_PARENT: tracking.sweep_parent(uri, str(cfg.tracking.experiment_name), sweep_id) if sweep_id else None},
         {},
     )
     run.end(

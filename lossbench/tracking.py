@@ -223,6 +223,53 @@ def settle_stuck(uri: str, runs: Sequence[Any]) -> list[Any]:
     return settled
 
 
+@functools.lru_cache(maxsize=1)
+def context_tags() -> dict[str, str]:
+    """MLflow's standard context tags (user, source, git commit), as its fluent API sets them."""
+    import getpass
+    import sys
+
+    from mlflow.utils import mlflow_tags as T
+
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name in this environment
+        user = "unknown"
+    tags = {T.MLFLOW_USER: user, T.MLFLOW_SOURCE_NAME: Path(sys.argv[0]).name or "lossbench", T.MLFLOW_SOURCE_TYPE: "LOCAL"}
+    commit = git_commit()
+    if commit:
+        tags[T.MLFLOW_GIT_COMMIT] = commit
+    return tags
+
+
+_PARENTS: dict[tuple[str, str, str, str], str] = {}
+
+
+def parent_run(uri: str, experiment_id: str, kind: str, key: str, name: str, *, create: bool) -> str | None:
+    """The run that folds a sweep's (``kind="sweep"``, ``key`` its sweep id) or a study's runs in
+    MLflow's UI: found by its tags, or created RUNNING when ``create``. Cached per process."""
+    k = (uri, experiment_id, kind, key)
+    if k not in _PARENTS:
+        tag = S.TAG_SWEEP if kind == "sweep" else S.TAG_STUDY
+        value = f'"{key}"' if "'" in key else f"'{key}'"
+        found = client(uri).search_runs(
+            [experiment_id], filter_string=f"tags.{S.TAG_KIND} = '{kind}' and tags.{tag} = {value}", max_results=1
+        )
+        if found:
+            _PARENTS[k] = found[0].info.run_id
+        elif create:
+            _PARENTS[k] = Run.start(uri, experiment_id, name, {S.TAG_KIND: kind, tag: key, S.TAG_OWNER: owner()}, {}).run_id
+        else:
+            return None
+    return _PARENTS[k]
+
+
+@functools.lru_cache(maxsize=64)
+def sweep_parent(uri: str, experiment_name: str, sweep_id: str) -> str | None:
+    """The id of a sweep's parent run (made by the sweep's process before any job), if any."""
+    return parent_run(uri, ensure_experiment(uri, experiment_name), "sweep", sweep_id, "", create=False)
+
+
 def runs_of_config(uri: str, experiment_id: str, chash: str) -> list[Any]:
     """The runs of one config hash in the experiment, any status (FINISHED first)."""
     runs = client(uri).search_runs([experiment_id], filter_string=f"tags.{S.TAG_CONFIG_HASH} = '{chash}'", max_results=1000)
@@ -305,7 +352,8 @@ class Run:
         from mlflow.entities import Param
 
         c = client(uri)
-        info = c.create_run(experiment_id, run_name=name, tags={k: str(v) for k, v in tags.items() if v is not None}).info
+        tags = {**context_tags(), **{k: str(v) for k, v in tags.items() if v is not None}}
+        info = c.create_run(experiment_id, run_name=name, tags=tags).info
         run = cls(uri, info.run_id, info.artifact_uri)
         items = [Param(k, _param_str(v)) for k, v in params.items()]
         for i in range(0, len(items), 100):  # MLflow's batch limit for params
@@ -381,13 +429,17 @@ def sweep_runs(uri: str, experiment_name: str, sweep_id: str) -> list[Any]:
     exp = c.get_experiment_by_name(experiment_name)
     if exp is None:
         return []
-    return c.search_runs([exp.experiment_id], filter_string=f"tags.{S.TAG_SWEEP} = '{sweep_id}'", max_results=50000)
+    runs = c.search_runs([exp.experiment_id], filter_string=f"tags.{S.TAG_SWEEP} = '{sweep_id}'", max_results=50000)
+    return [r for r in runs if S.TAG_KIND not in r.data.tags]  # the jobs' runs, not the sweep's parent
 
 
 __all__ = [
     "Run",
     "client",
     "config_hash",
+    "context_tags",
+    "parent_run",
+    "sweep_parent",
     "ensure_experiment",
     "owner",
     "owner_gone",

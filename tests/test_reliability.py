@@ -31,7 +31,8 @@ def cli(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProces
 def runs_in(uri: str, experiment: str):
     c = tracking.client(uri)
     exp = c.get_experiment_by_name(experiment)
-    return [] if exp is None else c.search_runs([exp.experiment_id])
+    runs = [] if exp is None else c.search_runs([exp.experiment_id])
+    return [r for r in runs if S.TAG_KIND not in r.data.tags]  # the jobs' runs, not a sweep's parent
 
 
 REG = ["loss=mse", "data=regression_outliers", "data.n_samples=200", "model=linear"]
@@ -311,6 +312,23 @@ def test_an_interrupted_joblib_sweep_ends_its_workers_runs_killed_and_leaves_no_
     assert "recorded as KILLED" in err
     assert [tracking.client(uri).get_run(i).info.status for i in ids] == ["KILLED", "KILLED"]
     assert left == [], f"processes left behind: {left}"
+
+
+def test_a_sweep_is_one_parent_run_with_its_jobs_as_children(tmp_path):
+    r = cli("-m", *REG, "seed=0,1", "trainer.max_epochs=1", "tracking.experiment_name=family", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    c = tracking.client(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = c.search_runs([c.get_experiment_by_name("family").experiment_id])
+    parents = [x for x in runs if x.data.tags.get(S.TAG_KIND) == "sweep"]
+    children = [x for x in runs if S.TAG_KIND not in x.data.tags]
+    assert len(parents) == 1 and len(children) == 2
+    parent = parents[0]
+    assert parent.info.status == "FINISHED" and parent.data.metrics["runs_finished"] == 2
+    assert parent.data.tags[S.TAG_SWEEP] == children[0].data.tags[S.TAG_SWEEP]
+    assert {c.data.tags[S.TAG_PARENT] for c in children} == {parent.info.run_id}
+    for x in runs:  # MLflow's own context tags, as its fluent API sets them
+        assert x.data.tags["mlflow.user"] and x.data.tags["mlflow.source.type"] == "LOCAL"
+    assert "done: 2 finished" in r.stderr  # the parent is not counted as a job
 
 
 # ------------------------------------------------------------------ single runs on a new store

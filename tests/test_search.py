@@ -76,7 +76,16 @@ def runs_of(uri: str, experiment: str, study: str | None = None) -> list:
     exp = c.get_experiment_by_name(experiment)
     assert exp is not None
     flt = f"tags.{S.TAG_STUDY} = '{study}'" if study else ""
-    return c.search_runs([exp.experiment_id], filter_string=flt, max_results=1000)
+    runs = c.search_runs([exp.experiment_id], filter_string=flt, max_results=1000)
+    return [r for r in runs if S.TAG_KIND not in r.data.tags]  # trials, not a study's parent run
+
+
+def study_parent(uri: str, experiment: str, study: str):
+    c = tracking.client(uri)
+    exp = c.get_experiment_by_name(experiment)
+    found = c.search_runs([exp.experiment_id], filter_string=f"tags.{S.TAG_KIND} = 'study' and tags.{S.TAG_STUDY} = '{study}'")
+    assert len(found) == 1, found
+    return found[0]
 
 
 def best_json(uri: str, run_id: str) -> dict:
@@ -171,6 +180,10 @@ def test_every_loss_gets_the_same_budget_and_every_trial_is_a_tagged_run(search,
         assert (o.complete, o.pruned, o.failed, o.budget) == (3, 0, 0, 3)
         mine = {int(r.data.tags[S.TAG_TRIAL]): r for r in runs if r.data.tags[S.TAG_STUDY] == o.study_name}
         assert sorted(mine) == [0, 1, 2]
+        parent = study_parent(mlflow_uri, search.experiment, o.study_name)  # folds the study's trials in MLflow's UI
+        assert {r.data.tags[S.TAG_PARENT] for r in mine.values()} == {parent.info.run_id}
+        assert parent.info.status == "FINISHED" and parent.data.metrics["best_value"] == pytest.approx(o.best_value)
+        assert parent.data.tags["best_run_id"] == o.best_run_id and parent.data.metrics["trials_complete"] == 3
         for t in trials:
             run = mine[t.number]
             assert run.info.status == "FINISHED" and run.data.tags[S.TAG_LOSS] == o.loss

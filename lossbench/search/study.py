@@ -532,7 +532,7 @@ def _train_overrides(plan: LossPlan, params: Mapping[str, Any]) -> list[str]:
 
 def _run_trials(
     study: Any, storage: Storage, trials: Sequence[Any], plan: LossPlan, settings: SearchSettings,
-    printer: Printer, extra_callbacks: Sequence[Any] = (),
+    printer: Printer, extra_callbacks: Sequence[Any] = (), parent: str | None = None,
 ) -> list[Any]:
     """Train trials of one study: one by one on Lightning (``search.batch_size=1``, or with extra
     Lightning callbacks), else as one stacked group; tell Optuna how each ended."""
@@ -555,7 +555,8 @@ def _run_trials(
                 beats.enter_context(get_heartbeat_thread(t._trial_id, storage.storage))
             jobs = [(i, trial_config(plan.cfg, t.params), " ".join(_train_overrides(plan, t.params)))
                     for i, t in enumerate(trials)]
-            tags = {i: {S.TAG_STUDY: study.study_name, S.TAG_TRIAL: t.number} for i, t in enumerate(trials)}
+            tags = {i: {S.TAG_STUDY: study.study_name, S.TAG_TRIAL: t.number, S.TAG_PARENT: parent}
+                    for i, t in enumerate(trials)}
             engine = "sequential" if settings.batch_size == 1 or extra_callbacks else "batched"
             results = run_jobs(jobs, multirun=False, engine=engine, tags=tags, on_epoch=judges, callbacks=alone)
     except BaseException as exc:  # none was told yet: each ends FAIL, and after Ctrl-C runs again
@@ -624,6 +625,9 @@ def search_loss(
         note=plan.note,
     )
     deadline = time.monotonic() + settings.timeout if settings.timeout else None
+    uri = str(plan.cfg.tracking.uri)
+    with _budget_lock(storage.lock_path):  # one parent run per study, whichever worker comes first
+        parent = tracking.parent_run(uri, experiment_id, "study", plan.study_name, f"study-{plan.study_name}", create=True)
     while not (deadline is not None and time.monotonic() >= deadline):
         batch: list[Any] = []
         with _budget_lock(storage.lock_path):
@@ -636,7 +640,7 @@ def search_loss(
                 batch[-1].set_user_attr(ATTR_WORKER, _worker())
         if not batch:
             break
-        outcome.trials.extend(_run_trials(study, storage, batch, plan, settings, printer, callbacks))
+        outcome.trials.extend(_run_trials(study, storage, batch, plan, settings, printer, callbacks, parent))
     else:
         outcome.timed_out = True
     return outcome  # counts and best: filled by run_search under the study's lock
@@ -678,6 +682,12 @@ def record_best(outcome: LossOutcome, plan: LossPlan, uri: str, experiment_id: s
     if outcome.best_run_id:
         client.set_tag(outcome.best_run_id, TAG_BEST, "true")
         client.log_dict(outcome.best_run_id, best_summary(outcome, plan), ARTIFACT_BEST)
+    parent = tracking.parent_run(uri, experiment_id, "study", outcome.study_name, "", create=False)
+    if parent:  # the study's parent run holds its best so far; trials added later still fold under it
+        best = {"best_value": outcome.best_value} if outcome.best_value is not None else {}
+        counts = {"trials_complete": outcome.complete, "trials_pruned": outcome.pruned, "trials_failed": outcome.failed}
+        tracking.Run(uri, parent).end("FINISHED", {"best_run_id": outcome.best_run_id or ""},
+                                      metrics=tracking.metrics_at([(0, {**counts, **best})]))
 
 
 # ---------------------------------------------------------------------------- entry point
