@@ -204,7 +204,8 @@ def cli(*args: str, cwd: Path, timeout: int = 400) -> subprocess.CompletedProces
 def runs_in(uri: str, experiment: str):
     c = tracking.client(uri)
     exp = c.get_experiment_by_name(experiment)
-    return [] if exp is None else c.search_runs([exp.experiment_id])
+    runs = [] if exp is None else c.search_runs([exp.experiment_id])
+    return [r for r in runs if S.TAG_KIND not in r.data.tags]  # the jobs' runs, not a sweep's parent
 
 
 SMALL = ["data=regression_outliers", "data.n_samples=200", "model=linear", "trainer.max_epochs=2"]

@@ -476,3 +476,19 @@ def test_no_add_seeds_hint_when_the_seeds_disagree():
     rows = [run(loss, s, v, params={"delta": 1.0} if loss == "huber" else {}) for loss, vals in TIE.items() for s, v in enumerate(vals)]
     sc = only(analyze(table(rows)))
     assert sc.recommendation.verdict == "tie" and "on every one of" not in evidence(sc)
+
+
+def test_the_run_table_leaves_out_parent_runs_and_counts_foreign_ones(tmp_path):
+    from lossbench import schema as S
+    from lossbench import tracking
+    from lossbench.report import runs
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exp = tracking.ensure_experiment(uri, "mixed")
+    parent = tracking.parent_run(uri, exp, "sweep", "s1", "sweep-s1", create=True)
+    child = tracking.Run.start(uri, exp, "mse-x-s0", {S.TAG_LOSS: "mse", S.TAG_SWEEP: "s1", S.TAG_PARENT: parent}, {"seed": 0})
+    child.end("FINISHED", metrics=tracking.metrics_at([(1, {"test_rmse": 1.0})]))
+    tracking.Run.start(uri, exp, "someone-else", {}, {}).end("FINISHED")
+    client = runs.open_store(uri)
+    table, ignored = runs.run_table(client, runs.find_experiment(client, "mixed"))
+    assert list(table["run_id"]) == [child.run_id] and ignored == 1

@@ -132,13 +132,15 @@ def _workdir(keep: str | None, prefix: str) -> Iterator[Path]:
 
 # ----------------------------------------------------------------------------- reading the stores
 def read_runs(uri: str, experiment: str) -> list[Any]:
+    from .. import schema as S
     from .. import tracking
 
     c = tracking.client(uri)
     exp = c.get_experiment_by_name(experiment)
     if exp is None:
         return []
-    return list(c.search_runs([exp.experiment_id], max_results=50000))
+    runs = c.search_runs([exp.experiment_id], max_results=50000)
+    return [r for r in runs if S.TAG_KIND not in r.data.tags]  # the runs, not the sweep's parent run
 
 
 def _metric_keys(metrics: Mapping[str, float]) -> set[str]:

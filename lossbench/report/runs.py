@@ -120,7 +120,9 @@ def run_table(client: MlflowClient, experiment: Experiment) -> tuple[pd.DataFram
         raise TrackingError(f"Cannot read runs from {client.tracking_uri}: {exc.message}") from exc
     loss_tag = "tags." + schema.TAG_LOSS
     ours = runs[runs[loss_tag].notna()] if loss_tag in runs.columns else runs.iloc[0:0]
-    ignored = len(runs) - len(ours)  # parent runs, or runs some other tool logged here
+    kind = "tags." + schema.TAG_KIND
+    parents = int(runs[kind].notna().sum()) if kind in runs.columns else 0  # a sweep's or a study's own run
+    ignored = len(runs) - len(ours) - parents  # runs some other tool logged here
     if ours.empty:
         return pd.DataFrame(), ignored
     # search_runs orders params, metrics and tags as a set does (by hash): sort them, so that a
