@@ -22,6 +22,10 @@ from ..constraints import Constraint, Interval, Options
 from ..errors import DataError
 
 NORMALIZERS = ("standard", "robust", "minmax", "none")
+NOISE_TYPES = ("symmetric", "pairflip")
+LABEL_NOISE = Interval(float, 0, 1, "left")  # data.label_noise: the fraction of training labels to flip
+# mixed into the data seed so that the flips are drawn apart from the split's own random stream
+_NOISE_STREAM = 0x1AB31
 _NORM_CHUNK_ELEMENTS = 1 << 22  # elements normalised per float64 chunk in setup()
 
 
@@ -160,6 +164,12 @@ class TensorDataModule:
     Parameters common to all datasets: ``batch_size``, ``seed`` (fixes the data; set
     from the top-level ``seed``), ``normalize`` (features: standard, robust, minmax or
     none; fit on the training split only) and ``normalize_target`` (regression only).
+
+    Classification datasets also take ``label_noise`` (the fraction of *training* labels
+    flipped) and ``noise_type`` (``symmetric`` or ``pairflip``, see :func:`flip_labels`). The
+    flips are applied here, after :meth:`load`, from a generator seeded by ``seed``; validation
+    and test labels stay clean. ``DataInfo.label_noise`` is the fraction actually flipped and
+    ``DataInfo.class_counts`` counts the observed (noisy) training labels.
     """
 
     name = "tensor"
@@ -173,12 +183,16 @@ class TensorDataModule:
         normalize: str = "standard",
         normalize_target: str = "standard",
         eval_batch_size: int = 4096,
+        label_noise: float = 0.0,
+        noise_type: str = "symmetric",
     ):
         self.batch_size = check_param("batch_size", batch_size, Interval(int, 1))
         self.eval_batch_size = check_param("eval_batch_size", eval_batch_size, Interval(int, 1))
         self.seed = int(seed)
         self.normalize = check_param("normalize", normalize, Options(*NORMALIZERS))
         self.normalize_target = check_param("normalize_target", normalize_target, Options(*NORMALIZERS))
+        self.label_noise = check_param("label_noise", label_noise, LABEL_NOISE)
+        self.noise_type = check_param("noise_type", noise_type, Options(*NOISE_TYPES))
         self._tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
         self._info: DataInfo | None = None
         self._loaders: dict[str, TensorBatches] = {}
@@ -194,6 +208,10 @@ class TensorDataModule:
     # ---------------------------------------------------------------- lifecycle
     def prepare_data(self) -> None:
         """Download or check files, once per machine (as Lightning's hook); nothing by default."""
+
+    # True where load() flips its own training labels with flip_labels (ImbalancedClassification,
+    # whose flips come from the split's random stream): then _setup does not flip them again
+    flips_own_labels = False
 
     # True where load() depends only on the instance's simple attributes and draws from its
     # own seeded generators (never a global one): then equal attributes give equal splits,
@@ -233,6 +251,7 @@ class TensorDataModule:
     def _setup(self) -> None:
         s = self.load()
         self._check_splits(s)
+        noise_traits = self._add_label_noise(s)
         shift, scale = self.fit_normalizer(s.x_train)
 
         def norm_x(x: torch.Tensor) -> torch.Tensor:
@@ -262,7 +281,7 @@ class TensorDataModule:
             nz = [c for c in counts if c > 0]
             imbalance = max(nz) / min(nz) if nz else None
         objective, mode = self.objective
-        traits = dict(self.traits(s))
+        traits = {**noise_traits, **self.traits(s)}
         extra = {**s.extra, **traits.pop("extra", {})}
         self._info = DataInfo(
             name=self.name,
@@ -283,6 +302,27 @@ class TensorDataModule:
             extra=extra,
             **traits,
         )
+
+    def _add_label_noise(self, s: Splits) -> dict[str, Any]:
+        """Flip ``label_noise`` of the training labels of ``s`` in place; the traits that say so."""
+        if self.label_noise == 0.0 or self.flips_own_labels:
+            return {}
+        if self.task == "regression":
+            raise DataError(
+                f"{self.name}: data.label_noise flips class labels, but this is a regression task; "
+                f"set data.label_noise=0 (or data.task=multiclass/binary for class labels)."
+            )
+        rng = np.random.default_rng([self.seed, _NOISE_STREAM])
+        n_classes = int(self.num_classes(s))  # from the clean labels: pair-flip needs the true C
+        clean = s.y_train.long().numpy()
+        noisy, n_flip = flip_labels(clean, self.label_noise, self.noise_type, n_classes, rng)
+        s.y_train = torch.from_numpy(noisy)
+        s.extra = {
+            **s.extra,
+            "clean_class_counts": np.bincount(clean, minlength=n_classes).tolist(),
+            "n_flipped_labels": n_flip,
+        }
+        return {"label_noise": n_flip / clean.size}
 
     def fit_normalizer(self, x_train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(shift, scale)`` fit on the raw training inputs; ``(x - shift) / scale`` is applied
@@ -366,6 +406,30 @@ class TensorDataModule:
 
     def test_dataloader(self) -> TensorBatches:
         return self._loader("test")
+
+
+def flip_labels(
+    y: np.ndarray, fraction: float, noise_type: str, n_classes: int, rng: np.random.Generator
+) -> tuple[np.ndarray, int]:
+    """A copy of the labels ``y`` with ``round(fraction * len(y))`` of them, chosen at random,
+    flipped; and how many were flipped.
+
+    ``symmetric``: each flipped label moves to a class drawn uniformly from the *other*
+    ``C - 1`` classes (a shift by 1..C-1 modulo C), so a flip always changes the label.
+    ``pairflip``: class ``k`` moves to ``k + 1 mod C``, the class-dependent noise of Han et
+    al. ("Co-teaching", NeurIPS 2018). With ``C = 2`` both are ``k -> 1 - k``.
+    """
+    y = np.array(y, dtype=np.int64, copy=True)
+    n_flip = int(round(fraction * y.size))
+    idx = rng.choice(y.size, size=n_flip, replace=False)
+    if noise_type == "symmetric":
+        shift = rng.integers(1, n_classes, size=n_flip)
+    elif noise_type == "pairflip":
+        shift = np.ones(n_flip, dtype=np.int64)
+    else:
+        raise DataError(f"data.noise_type must be one of {', '.join(NOISE_TYPES)}, got {noise_type!r}.")
+    y[idx] = (y[idx] + shift) % n_classes
+    return y, n_flip
 
 
 def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

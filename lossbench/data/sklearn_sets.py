@@ -55,8 +55,12 @@ class DigitsLT(TensorDataModule):
         normalize: str = "standard",
         normalize_target: str = "none",
         eval_batch_size: int = 4096,
+        label_noise: float = 0.0,
+        noise_type: str = "symmetric",
     ):
-        super().__init__(batch_size, seed, normalize, normalize_target, eval_batch_size)
+        super().__init__(
+            batch_size, seed, normalize, normalize_target, eval_batch_size, label_noise=label_noise, noise_type=noise_type
+        )
         self.profile = check_param("profile", profile, PROFILE)
         self.imbalance_ratio = check_param("imbalance_ratio", imbalance_ratio, IMBALANCE_RATIO)
         self.n_max = None if n_max is None else check_param("n_max", n_max, Interval(int, 1))
@@ -114,8 +118,12 @@ class BreastCancer(TensorDataModule):
         normalize: str = "standard",
         normalize_target: str = "none",
         eval_batch_size: int = 4096,
+        label_noise: float = 0.0,
+        noise_type: str = "symmetric",
     ):
-        super().__init__(batch_size, seed, normalize, normalize_target, eval_batch_size)
+        super().__init__(
+            batch_size, seed, normalize, normalize_target, eval_batch_size, label_noise=label_noise, noise_type=noise_type
+        )
         self.val_fraction, self.test_fraction = check_split_fractions(val_fraction, test_fraction)
 
     def num_classes(self, s: Splits) -> int:

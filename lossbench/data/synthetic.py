@@ -15,7 +15,7 @@ import torch
 
 from ..constraints import Interval, Options
 from ..errors import DataError
-from .base import Splits, TensorDataModule, check_param, check_split_fractions, split_indices
+from .base import Splits, TensorDataModule, check_param, check_split_fractions, flip_labels, split_indices
 from .longtail import IMBALANCE_RATIO, PROFILE, long_tail_counts, sample_per_class, scaled_counts
 
 OUTLIER_TYPES = ("y_gross", "y_one_sided", "heavy_tail", "x_leverage")
@@ -253,13 +253,18 @@ class ImbalancedClassification(TensorDataModule):
     has that many samples, every class at least one).
 
     ``label_noise`` flips that fraction of the *training* labels (rounded to a whole number
-    of samples, chosen at random) each to a different class drawn uniformly; the reported
+    of samples, chosen at random) by :func:`~lossbench.data.base.flip_labels`: each to a
+    different class drawn uniformly (``noise_type=symmetric``) or from class ``k`` to
+    ``k + 1 mod C`` (``pairflip``); the reported
     ``DataInfo.label_noise`` is the fraction actually flipped, and ``DataInfo.class_counts``
     counts the observed (noisy) labels, while ``extra["clean_class_counts"]`` keeps the profile.
     With ``n_classes=2`` the task is ``binary``.
     """
 
     cacheable = True  # seeded generators of its own only
+    # flips its training labels inside load(), from the split's random stream, as it always
+    # has: the numbers of earlier runs stay the same (the flips use base.flip_labels)
+    flips_own_labels = True
 
     name = "imbalanced"
     task = "multiclass"
@@ -277,6 +282,7 @@ class ImbalancedClassification(TensorDataModule):
         n_clusters_per_class: int = 1,
         class_sep: float = 1.0,
         label_noise: float = 0.0,
+        noise_type: str = "symmetric",
         test_distribution: str = "balanced",
         val_distribution: str = "balanced",
         n_test_per_class: int = 100,
@@ -287,7 +293,9 @@ class ImbalancedClassification(TensorDataModule):
         normalize_target: str = "none",
         eval_batch_size: int = 4096,
     ):
-        super().__init__(batch_size, seed, normalize, normalize_target, eval_batch_size)
+        super().__init__(
+            batch_size, seed, normalize, normalize_target, eval_batch_size, label_noise=label_noise, noise_type=noise_type
+        )
         self.n_classes = check_param("n_classes", n_classes, Interval(int, 2))
         self.profile = check_param("profile", profile, PROFILE)
         self.test_distribution = check_param("test_distribution", test_distribution, Options(*TEST_DISTRIBUTIONS))
@@ -299,7 +307,6 @@ class ImbalancedClassification(TensorDataModule):
         self.n_redundant = check_param("n_redundant", n_redundant, Interval(int, 0))
         self.n_clusters_per_class = check_param("n_clusters_per_class", n_clusters_per_class, Interval(int, 1))
         self.class_sep = check_param("class_sep", class_sep, Interval(float, 0))
-        self.label_noise = check_param("label_noise", label_noise, Interval(float, 0, 1, "left"))
         self.n_test_per_class = check_param("n_test_per_class", n_test_per_class, Interval(int, 1))
         self.n_val_per_class = check_param("n_val_per_class", n_val_per_class, Interval(int, 1))
         if self.n_informative + self.n_redundant > self.n_features:
@@ -347,11 +354,7 @@ class ImbalancedClassification(TensorDataModule):
         tr = rng.permutation(sample_per_class(y, counts, rng, exclude=np.concatenate([te, va]), what="training split"))
         te, va = rng.permutation(te), rng.permutation(va)
 
-        y_tr = y[tr].copy()
-        n_flip = int(round(self.label_noise * tr.size))
-        flip = rng.choice(tr.size, size=n_flip, replace=False)
-        # a uniformly random *different* class: shift by 1..C-1 modulo C
-        y_tr[flip] = (y_tr[flip] + rng.integers(1, self.n_classes, size=n_flip)) % self.n_classes
+        y_tr, n_flip = flip_labels(y[tr], self.label_noise, self.noise_type, self.n_classes, rng)
         self._flipped = n_flip / tr.size
 
         def fx(a: np.ndarray) -> torch.Tensor:

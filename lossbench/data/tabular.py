@@ -89,9 +89,13 @@ class TabularData(TensorDataModule):
         normalize: str = "standard",
         normalize_target: str = "standard",
         eval_batch_size: int = 4096,
+        label_noise: float = 0.0,
+        noise_type: str = "symmetric",
         sep: str | None = None,
     ):
-        super().__init__(batch_size, seed, normalize, normalize_target, eval_batch_size)
+        super().__init__(
+            batch_size, seed, normalize, normalize_target, eval_batch_size, label_noise=label_noise, noise_type=noise_type
+        )
         if not path:
             raise DataError("data.path is required: the CSV or Parquet file to read, e.g. data.path=my_table.csv.")
         if not target:
@@ -114,6 +118,8 @@ class TabularData(TensorDataModule):
         self._n_classes = 0  # set by load() for classification
         if task != "auto":
             self.task, self.objective = task, OBJECTIVES[task]
+        if task == "regression" and self.label_noise > 0:
+            raise DataError("data.label_noise flips class labels, but data.task is regression; set data.label_noise=0.")
 
     # ------------------------------------------------------------------ reading
     def _read_table(self) -> pd.DataFrame:

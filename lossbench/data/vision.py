@@ -100,8 +100,12 @@ class LongTailedVision(TensorDataModule):
         normalize: str = "standard",
         normalize_target: str = "none",
         eval_batch_size: int = 4096,
+        label_noise: float = 0.0,
+        noise_type: str = "symmetric",
     ):
-        super().__init__(batch_size, seed, normalize, normalize_target, eval_batch_size)
+        super().__init__(
+            batch_size, seed, normalize, normalize_target, eval_batch_size, label_noise=label_noise, noise_type=noise_type
+        )
         self.data_dir = Path(os.path.expanduser(str(data_dir or default_data_dir())))
         self.download = bool(download)
         self.profile = check_param("profile", profile, PROFILE)
