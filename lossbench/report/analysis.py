@@ -1,6 +1,6 @@
 """The analysis, end to end: run table -> variants over seeds -> ranking -> combinations against
-their parts -> recommendation. Everything here is data; :mod:`words` writes the sentences and
-:mod:`sections` lays them out.
+their parts -> recommendation -> where the main metrics disagree -> ranks across scenarios.
+Everything here is data; :mod:`words` writes the sentences and :mod:`sections` lays them out.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from enum import Enum
 import pandas as pd
 
 from ..errors import LossbenchError
+from .compare import AcrossScenarios, Disagreement, across_scenarios, disagreement
 from .ranking import LossResult, VariantStats, rank_losses, variant_stats
 from .recommend import Recommendation, recommend
 from .stats import Paired, against
@@ -89,6 +90,7 @@ class ScenarioResult:
     losses: tuple[LossResult, ...]  # in rank order
     recommendation: Recommendation
     combos: tuple[ComboResult, ...]
+    disagreement: Disagreement | None = None  # the main test metrics name different winners
 
     @property
     def metric(self) -> str:
@@ -102,18 +104,30 @@ class ScenarioResult:
 class Analysis:
     table: pd.DataFrame  # the prepared run table
     scenarios: tuple[ScenarioResult, ...]
+    across: tuple[AcrossScenarios, ...] = ()  # per task with two or more scenarios to compare
 
 
 def analyze(table: pd.DataFrame, alpha: float = 0.05) -> Analysis:
-    """Prepare the table; then, per scenario, rank the losses, compare combinations with their parts, and recommend."""
+    """Prepare the table; then, per scenario, rank the losses, compare combinations with their parts, recommend,
+    and check the main metrics against the objective; per task, rank the losses across its scenarios."""
     if isinstance(alpha, bool) or not (isinstance(alpha, int | float) and 0 < alpha < 1):
         raise LossbenchError(f"report.alpha must be a number in (0, 1), got {alpha!r}.")
     df = prepare(table)
+    runs = df.set_index("run_id")
     scenarios = []
     for scen, g in df.groupby("scenario", sort=True):
         first = g.iloc[0]
         mode = first["objective_mode"]
         results = tuple(rank_losses(variant_stats(g), mode, alpha))
+        chosen_runs = {r.loss: r.chosen.finished_run_ids for r in results}
         scenarios.append(ScenarioResult(str(scen), first["task"], first["objective"], mode, float(alpha), len(g),
-                                        results, recommend(results, mode), compare_combos(results, mode, alpha)))
-    return Analysis(df, tuple(scenarios))
+                                        results, recommend(results, mode), compare_combos(results, mode, alpha),
+                                        disagreement(first["objective"], first["task"], chosen_runs, runs)))
+    across = []
+    for task in sorted({s.task for s in scenarios}):
+        of_task = [s for s in scenarios if s.task == task]
+        a = across_scenarios({s.scenario: {r.loss: r.chosen.mean for r in s.losses} for s in of_task},
+                             {s.scenario: s.mode for s in of_task}, task, float(alpha))
+        if a is not None:
+            across.append(a)
+    return Analysis(df, tuple(scenarios), tuple(across))

@@ -61,9 +61,33 @@ def _plain(x: Any) -> Any:
     return getattr(x, "value", x)
 
 
+def _disagreement(d: Any) -> dict[str, Any] | None:
+    if d is None:
+        return None
+    return {"objective": d.objective, "winners": d.winners, "metrics": [
+        {"metric": m.metric, "mode": m.mode, "winners": m.winners,
+         "losses": [{"loss": loss, "mean": m.means[loss], "rank": m.ranks[loss]} for loss in m.means]}
+        for m in d.rankings]}
+
+
+def _across(a: Any, names: Mapping[str, str]) -> dict[str, Any]:
+    t = a.test
+    return {
+        "task": a.task, "scenarios": [names.get(s, s) for s in a.scenarios],
+        "losses": [{"loss": loss, "mean_rank": a.mean_rank[loss], "ranks": [a.ranks[s][loss] for s in a.scenarios]}
+                   for loss in a.losses],
+        "left_out_losses": a.left_out_losses, "left_out_scenarios": [names.get(s, s) for s in a.left_out_scenarios],
+        "friedman": None if t is None else {"statistic": t.statistic, "p_value": t.p, "significant": a.significant},
+        "nemenyi": None if t is None else {"critical_difference": t.cd, "q_alpha": t.q,
+                                           "different": [list(p) for p in a.different]},
+        "not_tested_because": None if t is not None else "fewer than 3 scenarios or 3 losses",
+    }
+
+
 def write_summary(analysis: Analysis, names: Mapping[str, str], out_dir: Path) -> Path:
     """``summary.json``: per scenario, the recommended loss, the verdict and its reasons, the runner-up,
-    the objective, and the ranking with means, 95% CIs and Holm-adjusted p-values against the best."""
+    the objective, the ranking with means, 95% CIs and Holm-adjusted p-values against the best, and
+    where the main metrics disagree on the winner; per task, the losses ranked across its scenarios."""
     scenarios = []
     for s in analysis.scenarios:
         rec = s.recommendation
@@ -79,9 +103,10 @@ def write_summary(analysis: Analysis, names: Mapping[str, str], out_dir: Path) -
             "recommended": {"loss": rec.loss, "label": rec.label, "params": rec.params} if rec.loss else None,
             "verdict": rec.verdict, "runner_up": rec.runner_up, "tied": rec.tied,
             "reasons": [{"why": r.why, "losses": r.losses, "n": r.n, "value": r.value} for r in rec.reasons],
-            "ranking": ranking,
+            "ranking": ranking, "metrics_disagree": _disagreement(s.disagreement),
         })
-    data = _plain({"alpha": analysis.scenarios[0].alpha, "scenarios": scenarios})
+    across = [_across(a, names) for a in analysis.across]
+    data = _plain({"alpha": analysis.scenarios[0].alpha, "scenarios": scenarios, "across_scenarios": across})
     path = out_dir / SUMMARY
     path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     return path

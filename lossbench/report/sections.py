@@ -16,6 +16,7 @@ import pandas as pd
 from .. import schema
 from . import figures, words
 from .analysis import Analysis, ScenarioResult
+from .compare import AcrossScenarios, Disagreement
 from .ranking import Standing, VariantStats
 from .scenarios import DATA_TRAITS, data_traits, normalize_groups, settings_text, trait_findings
 from .table import METRIC_PREFIX, loss_spec, natural_key, shown_params
@@ -175,6 +176,25 @@ def _metric_order(col: str) -> tuple[int, str]:
     return (KNOWN_METRICS.index(name) if name in KNOWN_METRICS else len(KNOWN_METRICS), name)
 
 
+def _disagreement(d: Disagreement | None) -> dict[str, Any] | None:
+    """The losses under each main metric side by side: mean test value and rank."""
+    if d is None:
+        return None
+    rows = tuple((loss, *(f"{num(m.means[loss])} ({m.ranks[loss]:g})" if loss in m.means else "-"
+                          for m in d.rankings)) for loss in d.losses)
+    table = Table(("Loss", *(f"test_{m.metric} (rank)" for m in d.rankings)), rows)
+    return {"text": words.disagreement_text(d), "table": table, "rewards": list(words.metric_rewards(d))}
+
+
+def _across(a: AcrossScenarios, names: Mapping[str, str]) -> dict[str, Any]:
+    """One task's losses ranked in each scenario, with the mean rank, and what the test says."""
+    heads = [names.get(s, s) for s in a.scenarios]
+    rows = tuple((loss, f"{a.mean_rank[loss]:.3g}", *(f"{a.ranks[s][loss]:g}" for s in a.scenarios))
+                 for loss in a.losses)
+    return {"task": a.task, "table": Table(("Loss", "Mean rank", *heads), rows) if rows else None,
+            "text": words.across_text(a, names)}
+
+
 def section_ranking(analysis: Analysis, settings: pd.DataFrame, names: Mapping[str, str], sink: figures.FigureSink,
                     histories: Mapping[str, pd.DataFrame], curve_runs: Mapping[tuple[str, str], str]) -> dict[str, Any]:
     runs = analysis.table.set_index("run_id")
@@ -191,11 +211,12 @@ def section_ranking(analysis: Analysis, settings: pd.DataFrame, names: Mapping[s
             "n_runs": s.n_runs,
             "verdict": words.VERDICT_WORDS[s.recommendation.verdict], "evidence": words.evidence(s),
             "notes": list(words.notes(s)), "ranking": _ranking_table(s), "variants": _variants_table(s),
-            "secondary": secondary, "recall": recall_table,
+            "secondary": secondary, "recall": recall_table, "disagreement": _disagreement(s.disagreement),
             "figures": figures.scenario_figures(s, sink, recall, ranking=s.scenario not in covered),
         })
     return {
         "method": words.METHOD, "alpha": analysis.scenarios[0].alpha, "items": items, "axis_figures": axis_refs,
+        "across": [_across(a, names) for a in analysis.across], "across_method": words.ACROSS_METHOD,
         "curve_figures": figures.curve_figures(analysis, settings, sink, histories, curve_runs),
         "sensitivity_figures": figures.sensitivity_figures(analysis, settings, sink),
     }

@@ -72,3 +72,44 @@ def against(reference: pd.Series, others: Mapping[Hashable, pd.Series]) -> dict[
     raw = {k: paired_test(reference, v) for k, v in others.items()}
     adjusted = holm([t[0] for t in raw.values()])
     return {k: Paired(*t, p_adj) for (k, t), p_adj in zip(raw.items(), adjusted, strict=True)}
+
+
+# --------------------------------------------------------------------------- ranks
+def ranks(values: Sequence[float], mode: str) -> list[float]:
+    """Rank 1 = best (``mode`` "max": the highest value); ties share their average rank; NaN ranks last."""
+    x = np.asarray(values, dtype=float)
+    signed = np.where(np.isnan(x), np.inf, -x if mode == "max" else x)
+    return [float(r) for r in stats.rankdata(signed, method="average")]
+
+
+class Friedman(NamedTuple):
+    """Friedman's test of k treatments over n blocks, and Nemenyi's critical difference of mean ranks.
+
+    Demšar, "Statistical Comparisons of Classifiers over Multiple Data Sets", JMLR 7, 2006: the
+    mean ranks of two treatments differ significantly when they differ by more than ``cd``.
+    """
+
+    statistic: float
+    p: float
+    cd: float  # Nemenyi's critical difference at ``alpha``
+    q: float  # the studentized range quantile over sqrt(2)
+
+
+def friedman(matrix: np.ndarray, mode: str, alpha: float = 0.05) -> Friedman:
+    """``matrix``: n blocks (rows) by k treatments (columns), no NaN, n >= 3 and k >= 3.
+
+    The statistic is scipy's ``friedmanchisquare`` (with its tie correction) on the values
+    signed so that a smaller one is better; the direction does not change it.
+    """
+    m = np.asarray(matrix, dtype=float)
+    n, k = m.shape
+    if n < 3 or k < 3 or np.isnan(m).any():
+        raise ValueError(f"Friedman's test needs a complete table of at least 3 x 3, got {n} x {k}")
+    signed = -m if mode == "max" else m
+    q = float(stats.studentized_range.ppf(1 - alpha, k, math.inf)) / math.sqrt(2)
+    if np.all(signed == signed[:, :1]):  # every block ties every treatment: no evidence of a difference
+        stat, p = 0.0, 1.0
+    else:
+        res = stats.friedmanchisquare(*signed.T)
+        stat, p = float(res.statistic), float(res.pvalue)
+    return Friedman(stat, p, q * math.sqrt(k * (k + 1) / (6 * n)), q)

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .analysis import ComboResult, ComboVerdict, ScenarioResult
+from .compare import AcrossScenarios, Disagreement
 from .ranking import FlagKind, LossResult, Standing, VariantStats
 from .recommend import NOTES, Reason, Verdict, Why
 
@@ -290,3 +291,83 @@ def trait_link(s: ScenarioResult, known: Mapping[str, float], findings: Sequence
 def figure(kind: str, **fields: Any) -> tuple[str, str]:
     title, caption = FIGURES[kind]
     return title.format(**fields), caption.format(**fields)
+
+
+# --------------------------------------------------------------------------- metrics that disagree
+METRIC_REWARDS = {
+    "rmse": "RMSE squares each error before averaging, so the largest errors weigh most: a loss that fits the "
+    "outliers wins it",
+    "mse": "MSE squares each error, so the largest errors weigh most: a loss that fits the outliers wins it",
+    "mae": "MAE weighs each error by its size, so a gross error counts in proportion, neither squared nor ignored",
+    "median_ae": "median absolute error is the error of the typical point: it ignores the worst half of the errors, "
+    "so gross errors do not move it and a loss that fits the bulk of the data wins it",
+    "r2": "R² is one minus MSE over the target's variance, so like MSE it weighs the largest errors most",
+    "balanced_accuracy": "balanced accuracy averages the recall of each class, so a rare class counts as much as a "
+    "common one: a loss that gets the minority classes right wins it",
+    "accuracy": "accuracy counts correct predictions, so the common classes dominate it: a loss that favours them "
+    "wins it",
+    "macro_f1": "macro F1 averages each class's F1, the balance of its precision and recall, with every class alike",
+    "nll": "negative log-likelihood scores the probability given to the true class: it rewards calibrated "
+    "probabilities and punishes a confident mistake hard, whichever class is predicted",
+    "ece": "expected calibration error asks whether the stated confidence matches the accuracy, not whether the "
+    "prediction is right",
+    "auroc": "AUROC asks how well the scores put positives above negatives, over every threshold",
+}
+
+
+def disagreement_text(d: Disagreement) -> str:
+    """Which metric names which winner, and that the objective decides the recommendation."""
+    by_winner: dict[tuple[str, ...], list[str]] = {}
+    for m, w in d.winners.items():
+        by_winner.setdefault(w, []).append(m)
+    parts = [f"{' and '.join(w)} by {', '.join(ms)}" for w, ms in by_winner.items()]
+    return (f"The main test metrics disagree on the best loss: {'; '.join(parts)}. The ranking above and the "
+            f"recommendation follow the objective, {d.objective}; if another metric matches what an error costs you, "
+            f"rank by it with data.objective=<metric>.")
+
+
+def metric_rewards(d: Disagreement) -> tuple[str, ...]:
+    """What each metric of the disagreement rewards, one sentence each."""
+    return tuple(f"{m.metric}: {METRIC_REWARDS[m.metric]}." for m in d.rankings if m.metric in METRIC_REWARDS)
+
+
+# --------------------------------------------------------------------------- ranks across scenarios
+ACROSS_METHOD = (
+    "Each loss is ranked within each scenario by that scenario's mean test objective (1 = best; ties share the "
+    "average rank), and the ranks are averaged over scenarios. Only losses that finished in every compared "
+    "scenario are ranked. Friedman's test asks whether the mean ranks differ more than chance would make them; "
+    "only where it does, Nemenyi's post-hoc test calls two losses different when their mean ranks differ by more "
+    "than the critical difference CD (Demšar, \"Statistical Comparisons of Classifiers over Multiple Data Sets\", "
+    "JMLR 7, 2006)."
+)
+
+
+def across_text(a: AcrossScenarios, names: Mapping[str, str]) -> str:
+    """What the ranks across scenarios show, or why they cannot be tested."""
+    n, k = len(a.scenarios), len(a.losses)
+    left = []
+    if a.left_out_losses:
+        left.append(f"not ranked, as they did not finish in every compared scenario: {', '.join(a.left_out_losses)}")
+    if a.left_out_scenarios:
+        left.append("scenarios left out, with fewer than two finished losses: "
+                    + ", ".join(names.get(s, s) for s in a.left_out_scenarios))
+    tail = "; ".join(left)
+    tail = f" {tail[:1].upper()}{tail[1:]}." if tail else ""
+    if k < 2:
+        return f"No two losses finished in all {n} scenarios, so there is nothing to rank across them.{tail}"
+    if a.test is None:
+        return (f"Friedman's test needs at least 3 scenarios and 3 losses; here there are {n} scenario(s) and {k} "
+                f"loss(es), so the mean ranks are shown but not tested: run the same losses on more scenarios to "
+                f"tell them apart.{tail}")
+    t = a.test
+    head = (f"Friedman's test over {n} scenarios and {k} losses: chi-square = {t.statistic:.3g}, p = {p_text(t.p)}")
+    if not a.significant:
+        return (f"{head} (>= {a.alpha:g}): no evidence that the losses rank differently across these scenarios, so "
+                f"no post-hoc test is read; {a.losses[0]}'s best mean rank ({a.mean_rank[a.losses[0]]:.3g}) may be "
+                f"chance.{tail}")
+    pairs = "; ".join(f"{x} ranks better than {y} ({a.mean_rank[x]:.3g} against {a.mean_rank[y]:.3g})"
+                      for x, y in a.different)
+    post = (f"By Nemenyi's test (CD = {t.cd:.3g} at alpha {a.alpha:g}): {pairs}." if pairs else
+            f"Yet no two mean ranks differ by more than Nemenyi's CD = {t.cd:.3g}, so no pair can be told apart: "
+            f"more scenarios would narrow it.")
+    return f"{head} (< {a.alpha:g}): the losses rank differently across these scenarios. {post}{tail}"
