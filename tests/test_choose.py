@@ -18,7 +18,7 @@ from lossbench import tracking
 from lossbench.choose import plan as P
 from lossbench.choose.flow import compose, job_config, run_choose
 from lossbench.choose.profile import measure, profile_config
-from lossbench.choose.shortlist import BASELINE, shortlist
+from lossbench.choose.shortlist import BASELINE, default_objective, shortlist
 from lossbench.errors import DataError, LossbenchError, ParameterError
 from lossbench.registry import loss_info
 
@@ -217,6 +217,21 @@ def test_shortlist_answers_each_measured_trait_with_registry_traits():
     assert clean.losses == ["mse"] and any("baseline can be beaten" in n for n in clean.notes)
 
 
+def test_the_default_objective_follows_the_profile_and_the_user_wins():
+    table = {"name": "csv", "objective": None}  # a table's gross errors sit in every split
+    metric, why = default_objective(_regression_profile(0.2), table)
+    assert metric == "median_ae" and "20.0%" in why and "RMSE" in why and "data.objective=rmse" in why
+    injected = {"name": "regression_outliers", "outlier_fraction": 0.2, "objective": None}  # training split only
+    metric, why = default_objective(_regression_profile(0.2), injected)
+    assert metric == "rmse" and "training split only" in why
+    assert default_objective(_regression_profile(0.0), table)[0] == "rmse"
+    assert default_objective(_regression_profile(0.2), {**table, "objective": "mae"}) == (
+        "mae", "data.objective=mae, set by you, selects on validation and ranks on test.")
+    metric, why = default_objective({"task": "multiclass", "imbalance_ratio": 10.0}, {"objective": None})
+    assert metric == "balanced_accuracy" and "imbalanced (largest / smallest 10)" in why
+    assert default_objective({"task": "binary", "imbalance_ratio": 1.1}, {"objective": None})[0] == "balanced_accuracy"
+
+
 def test_shortlist_for_imbalance_and_noise_has_a_buildable_combination():
     import torch
 
@@ -281,6 +296,9 @@ def test_profile_only_writes_profile_json_and_runs_nothing(tmp_path):
     assert data["task"] == "regression" and data["n_samples"] == 1200
     assert abs(data["outlier_fraction"] - 0.2) <= 0.05
     assert [c["loss"] for c in data["shortlist"]][:3] == ["mse", "huber", "l1"]
+    assert data["objective"] == "median_ae" and "gross errors" in data["objective_reason"]
+    assert data["traits"]["objective"] == {"metric": "median_ae", "mode": "min"}
+    assert "Objective: median_ae (median absolute error)" in r.stdout
     assert all(c["reasons"] for c in data["shortlist"])
     assert not (tmp_path / "m.db").exists() or tracking.client(uri).get_experiment_by_name("choose-csv") is None
     bad = choose_cli("data=csv", f"data.path={path}", "data.target=y", "loss=huber", f"tracking.uri={uri}", cwd=tmp_path)
@@ -310,8 +328,10 @@ def test_choose_sweeps_the_shortlist_fairly_and_reports_with_the_profile_first(t
     md = (out / "report.md").read_text()
     assert md.index("## 0. Your data: profile and shortlist") < md.index("## Summary")
     assert '<h2 id="profile">' in (out / "report.html").read_text()
+    assert {r.data.tags["objective"] for r in runs} == {"median_ae"}  # 20% gross errors in every split
     summary = json.loads((out / "summary.json").read_text())
     assert summary["scenarios"][0]["recommended"]["loss"] in ("mse", "huber", "cauchy")
+    assert summary["scenarios"][0]["objective"] == "test_median_ae"
     profile = json.loads((out / "profile.json").read_text())
     assert profile["sweep"]["runs"] == plan.n_runs and profile["shortlist"][0]["loss"] == "mse"
     again = run_choose(overrides, printer=lambda s: None)  # the same command resumes: nothing runs twice

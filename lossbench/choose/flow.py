@@ -22,9 +22,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from .. import schema
 from ..errors import LossbenchError
 from .plan import Plan, check_options, make_plan
-from .shortlist import Shortlist, shortlist
+from .shortlist import Shortlist, default_objective, shortlist
 
 log = logging.getLogger("lossbench")
 
@@ -131,6 +132,7 @@ def write_profile(out_dir: Path, profile: Mapping[str, Any], sl: Shortlist, plan
     else:
         data["imbalance_ratio"] = profile["imbalance_ratio"]
         data["label_noise"] = profile["label_noise"]["value"]
+    data["objective"], data["objective_reason"] = sl.objective, sl.objective_reason
     data["shortlist"] = [c.as_dict() for c in sl.candidates]
     data["notes"] = list(profile.get("notes") or []) + list(sl.notes)
     if plan is not None:
@@ -189,6 +191,10 @@ def run_choose(
 
     profile = profile_config(c, max_rows=opts["profile_rows"])
     sl = shortlist(profile, max_per_trait=opts["max_per_trait"], extra=opts["extra_losses"])
+    sl.objective, sl.objective_reason = default_objective(profile, c["data"])
+    sl.notes.insert(0, f"Objective: {sl.objective_reason}")
+    higher = schema.HIGHER_IS_BETTER.get(sl.objective, False)
+    profile["objective"] = {"metric": sl.objective, "mode": "max" if higher else "min"}
     seconds = {"profile": round(time.monotonic() - tic, 2)}
     printer(terminal(profile, sl))
     outcome = ChooseOutcome(profile, sl, out_dir, out_dir / PROFILE_JSON, uri, exp_name, seconds=seconds)
@@ -200,6 +206,8 @@ def run_choose(
     plan = make_plan(sl.candidates, opts, first_seed=int(c.get("seed", 0)))
     outcome.plan = plan
     outcome.profile_json = write_profile(out_dir, profile, sl, plan)
+    if not c["data"].get("objective"):  # the objective the profile chose; the user's own is in the overrides
+        overrides = [*overrides, f"data.objective={sl.objective}"]
     jobs = build_jobs(overrides, plan)
     printer(f"Sweep: {plan.describe()}; MLflow experiment '{exp_name}' at {uri}.")
     tic = time.monotonic()

@@ -34,6 +34,7 @@ MILD_IMBALANCE = 1.5
 LABEL_NOISE_LOW = 0.05  # estimated share of wrong labels
 HEAVY_TAILS_LOW = 1.0  # excess kurtosis of the target
 SKEW_LOW = 1.0  # absolute skewness of the target
+ROBUST_OBJECTIVE_OUTLIERS = 0.05  # gross target errors of the data's own from which the sweep ranks by median_ae
 
 # within a trait, which losses come first (built-in names; others follow alphabetically)
 PREFERENCE = {
@@ -63,13 +64,16 @@ class Candidate:
 class Shortlist:
     candidates: list[Candidate]
     notes: list[str]  # advice that is not a loss (normalisation, what the profile cannot see)
+    objective: str = ""  # the metric the sweep selects and ranks by (see default_objective)
+    objective_reason: str = ""
 
     @property
     def losses(self) -> list[str]:
         return [c.loss for c in self.candidates]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"losses": [c.as_dict() for c in self.candidates], "notes": list(self.notes)}
+        return {"losses": [c.as_dict() for c in self.candidates], "notes": list(self.notes),
+                "objective": self.objective, "objective_reason": self.objective_reason}
 
 
 def pct(v: float) -> str:
@@ -157,6 +161,42 @@ def shortlist(profile: Mapping[str, Any], *, max_per_trait: int = 2, extra: Sequ
         notes.append("No trait of this data calls for another loss: the sweep tests whether the baseline can be beaten "
                      "at all; add candidates with choose.extra_losses=[...].")
     return Shortlist(list(b.by_name.values()), notes)
+
+
+def default_objective(profile: Mapping[str, Any], data_cfg: Mapping[str, Any]) -> tuple[str, str]:
+    """The metric the sweep selects on validation and ranks on test, and why.
+
+    The user's ``data.objective`` always wins. Regression whose gross target errors are the
+    data's own (a table, split at random, so they sit in every split; lower 95% bound at least
+    ``ROBUST_OBJECTIVE_OUTLIERS``) ranks by median absolute error: RMSE there rewards the loss that
+    fits the errors. Where lossbench injects the errors itself (a data set with an
+    ``outlier_fraction`` setting) they are in the training split only, and RMSE on the clean test
+    split measures the fit to the true targets. Classification ranks by balanced accuracy.
+    """
+    task, own = str(profile["task"]), data_cfg.get("objective")
+    if own:
+        return str(own), f"data.objective={own}, set by you, selects on validation and ranks on test."
+    if task != "regression":
+        ratio = profile.get("imbalance_ratio")
+        if ratio is not None and ratio >= IMBALANCE_RATIO:
+            return "balanced_accuracy", (
+                f"balanced_accuracy, as the classes are imbalanced (largest / smallest {ratio:.3g}): it averages the "
+                f"recall of each class, where accuracy would reward a loss that favours the common ones.")
+        return "balanced_accuracy", ("balanced_accuracy, the task's default: it weighs every class alike, and with "
+                                     "classes this even it reads close to accuracy.")
+    out = profile.get("outlier_fraction")
+    if low(out) >= ROBUST_OBJECTIVE_OUTLIERS:
+        if "outlier_fraction" in data_cfg:
+            return "rmse", (f"rmse, the task's default: the {ci_text(out)} gross target errors are injected into the "
+                            f"training split only (data.outlier_fraction), so the test targets are clean and RMSE "
+                            f"measures the fit to them.")
+        return "median_ae", (
+            f"median_ae (median absolute error), as {ci_text(out)} of the targets are gross errors, and a table's "
+            f"errors sit in every split, test included: RMSE squares them, so it would rank first the loss that fits "
+            f"them. The median error of the typical point does not move with them; test RMSE is still shown beside "
+            f"it. Set data.objective=rmse to rank by RMSE instead.")
+    return "rmse", ("rmse, the task's default: too few gross target errors to let them decide the ranking "
+                    f"(below {pct(ROBUST_OBJECTIVE_OUTLIERS)}).")
 
 
 def _regression(p: Mapping[str, Any], b: _Builder, notes: list[str]) -> None:
