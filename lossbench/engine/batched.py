@@ -301,6 +301,7 @@ class GroupTrainer:
 
     def _fit(self) -> None:
         from ..losses import validation
+        from ..losses.classification import set_loss_epoch
 
         members, k, dev = self.members, self.k, self.device
         for m in members:
@@ -336,6 +337,8 @@ class GroupTrainer:
                 if not any(m.alive for m in members):
                     break
                 model.train(True)
+                for m in members:  # deferred re-weighting switches here, as in the Lightning module
+                    set_loss_epoch(m.p.loss, epoch)
                 epoch_start = time.monotonic()
                 order = torch.stack(
                     [torch.randperm(n_train, generator=torch.Generator().manual_seed(s * 100_003 + epoch)) for s in seeds]

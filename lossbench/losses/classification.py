@@ -221,6 +221,108 @@ def log_prior(class_counts: PerClass) -> torch.Tensor:
     return (n / n.sum()).log()
 
 
+# --------------------------------------------------------------------------- deferred re-weighting
+_DRW_EPOCH_HELP = (
+    "deferred re-weighting (Cao et al. 2019): no class weights before this epoch (counted from 0, "
+    "as the MLflow step), class-balanced weights from it on; null: off"
+)
+_DRW_BETA_HELP = "beta of the class-balanced weights that deferred re-weighting switches to (Cui et al. 2019)"
+
+
+def drw_params(counts: bool) -> list[Param]:
+    """The parameters of deferred re-weighting, for a loss that takes class weights
+    (``counts``: also the optional ``class_counts`` the weights are computed from)."""
+    out = [
+        Param("drw_epoch", None, "int", low=0, help=_DRW_EPOCH_HELP),
+        Param("drw_beta", 0.9999, "float", low=0.0, high=1.0, closed="left", help=_DRW_BETA_HELP),
+    ]
+    if counts:
+        out.append(Param("class_counts", None, "counts", help=_COUNTS_HELP + "; only drw_epoch uses them"))
+    return out
+
+
+def _check_drw(loss: str, drw_epoch: int | None, class_counts: PerClass | None, weight_name: str, weight: object) -> None:
+    if drw_epoch is None:
+        return
+    if class_counts is None:
+        raise ParameterError(
+            f"The 'drw_epoch' parameter of {loss} needs class_counts (the training samples per class) "
+            f"to weight the classes; pass class_counts=[n_0, n_1, ...], or run it through "
+            f"`python -m lossbench`, which fills them from the data."
+        )
+    if weight is not None:
+        raise ParameterError(
+            f"The '{weight_name}' and 'drw_epoch' parameters of {loss} both set class weights; "
+            f"give one of them ({weight_name}=null or drw_epoch=null)."
+        )
+
+
+def drw_weights(
+    loss: str,
+    weight_name: str,
+    weight: PerClass | float | None,
+    drw_epoch: int | None,
+    drw_beta: float,
+    class_counts: PerClass | None,
+    epoch: int,
+) -> PerClass | float | None:
+    """The class weights in force at training epoch ``epoch`` (from 0): the loss's own
+    ``weight`` without deferred re-weighting; with it (``drw_epoch`` set), none before
+    ``drw_epoch`` and :func:`class_balanced_weights` of ``class_counts`` from it on."""
+    _check_drw(loss, drw_epoch, class_counts, weight_name, weight)
+    if drw_epoch is None:
+        return weight
+    return class_balanced_weights(class_counts, drw_beta) if epoch >= drw_epoch else None  # type: ignore[arg-type]
+
+
+class DeferredReweighting(nn.Module):
+    """Deferred re-weighting (DRW; Cao et al., NeurIPS 2019) for a loss that takes class weights.
+
+    Before epoch ``drw_epoch`` the loss has no class weights; from it on it weights classes
+    by Cui et al.'s class-balanced weights (:func:`class_balanced_weights` with ``drw_beta``),
+    through the loss's own weighting parameter. The training loop says which epoch it is
+    with :func:`set_loss_epoch` at every epoch start (both engines do); a fresh module is at
+    epoch 0. ``drw_epoch=None`` turns it off and leaves the loss as it was.
+    """
+
+    drw_weight: torch.Tensor | None
+
+    def _init_drw(
+        self, loss: str, drw_epoch: int | None, drw_beta: float, class_counts: PerClass | None, weight_name: str, weight: object
+    ) -> None:
+        self.drw_epoch, self.drw_beta = drw_epoch, drw_beta
+        self.epoch = 0
+        _check_drw(loss, drw_epoch, class_counts, weight_name, weight)
+        weights = None if drw_epoch is None else class_balanced_weights(class_counts, drw_beta)  # type: ignore[arg-type]
+        _register(self, "drw_weight", weights)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The training epoch (from 0) that starts now: it decides whether the weights apply."""
+        self.epoch = int(epoch)
+
+    @property
+    def drw_active(self) -> bool:
+        return self.drw_epoch is not None and self.epoch >= self.drw_epoch
+
+    def _drw_or(self, weight: torch.Tensor | None) -> torch.Tensor | None:
+        """The class weights in force: the loss's own without DRW, else none or the balanced ones."""
+        if self.drw_epoch is None:
+            return weight
+        return self.drw_weight if self.drw_active else None
+
+    def _drw_repr(self) -> str:
+        return "" if self.drw_epoch is None else f", drw_epoch={self.drw_epoch}, drw_beta={self.drw_beta}"
+
+
+def set_loss_epoch(loss: nn.Module, epoch: int) -> None:
+    """Tell every part of ``loss`` with a ``set_epoch`` hook (DRW losses, and the terms of a
+    ``combo`` that are) that training epoch ``epoch`` (from 0) starts. The Lightning module
+    and the batched engine both call it at each epoch start, so they switch together."""
+    for module in loss.modules():
+        if isinstance(module, DeferredReweighting):
+            module.set_epoch(epoch)
+
+
 # --------------------------------------------------------------------------- multi-class
 def cross_entropy_loss(
     pred: torch.Tensor,
@@ -229,6 +331,10 @@ def cross_entropy_loss(
     weight: PerClass | None = None,
     label_smoothing: float = 0.0,
     ignore_index: int = -100,
+    drw_epoch: int | None = None,
+    drw_beta: float = 0.9999,
+    class_counts: PerClass | None = None,
+    epoch: int = 0,
     reduction: str = "mean",
 ) -> torch.Tensor:
     """Softmax cross-entropy ``-log( e^{f_y} / sum_j e^{f_j} )``, with torch's options.
@@ -240,12 +346,18 @@ def cross_entropy_loss(
     :func:`torch.nn.functional.cross_entropy`, including its NaN when every label is
     ignored. Probability targets ``(N, C)`` (float rows summing to 1): per sample
     ``-sum_c w_c t'_c log p_c`` with ``t' = (1 - eps) t + eps / C``, ``"mean"`` over samples.
+
+    Deferred re-weighting (``drw_epoch``; Cao et al., NeurIPS 2019): at training epoch
+    ``epoch`` (from 0) ``w`` is none before ``drw_epoch`` and Cui et al.'s class-balanced
+    weights ``(1 - beta) / (1 - beta^n_c)`` (``beta = drw_beta``, ``n = class_counts``,
+    scaled to sum to C) from it on; see :func:`drw_weights`.
     """
+    w = drw_weights("cross_entropy", "weight", weight, drw_epoch, drw_beta, class_counts, epoch)
     return _cross_entropy(
         "cross_entropy",
         pred,
         target,
-        weight=weight,
+        weight=w,
         label_smoothing=label_smoothing,
         ignore_index=ignore_index,
         reduction=reduction,
@@ -270,6 +382,7 @@ def cross_entropy_loss(
             help="mass moved from the label to a uniform distribution over the classes",
         ),
         Param("ignore_index", -100, "int", help="label value to ignore: it adds 0 and is left out of the mean"),
+        *drw_params(counts=True),
     ],
     traits=("convex", "calibrated"),
     function=cross_entropy_loss,
@@ -278,7 +391,7 @@ def cross_entropy_loss(
     reference="Source document §3 (softmax loss, cross-entropy); label smoothing: Szegedy et al., "
     "'Rethinking the Inception Architecture for Computer Vision', CVPR 2016",
 )
-class CrossEntropyLoss(nn.Module):
+class CrossEntropyLoss(DeferredReweighting):
     weight: torch.Tensor | None
 
     def __init__(
@@ -287,25 +400,32 @@ class CrossEntropyLoss(nn.Module):
         weight: PerClass | None = None,
         label_smoothing: float = 0.0,
         ignore_index: int = -100,
+        drw_epoch: int | None = None,
+        drw_beta: float = 0.9999,
+        class_counts: PerClass | None = None,
         reduction: str = "mean",
     ):
         super().__init__()
         _register(self, "weight", weight)
         self.label_smoothing, self.ignore_index, self.reduction = label_smoothing, ignore_index, reduction
+        self._init_drw("cross_entropy", drw_epoch, drw_beta, class_counts, "weight", weight)
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return _cross_entropy(
             "cross_entropy",
             pred,
             target,
-            weight=self.weight,
+            weight=self._drw_or(self.weight),
             label_smoothing=self.label_smoothing,
             ignore_index=self.ignore_index,
             reduction=self.reduction,
         )
 
     def extra_repr(self) -> str:
-        return f"label_smoothing={self.label_smoothing}, ignore_index={self.ignore_index}, reduction={self.reduction!r}"
+        return (
+            f"label_smoothing={self.label_smoothing}, ignore_index={self.ignore_index}, "
+            f"reduction={self.reduction!r}{self._drw_repr()}"
+        )
 
 
 def focal_loss(
@@ -314,6 +434,10 @@ def focal_loss(
     *,
     gamma: float = 2.0,
     alpha: float | PerClass | None = None,
+    drw_epoch: int | None = None,
+    drw_beta: float = 0.9999,
+    class_counts: PerClass | None = None,
+    epoch: int = 0,
     reduction: str = "mean",
 ) -> torch.Tensor:
     """Softmax focal loss ``-alpha_y (1 - p_y)^gamma log p_y``.
@@ -322,7 +446,10 @@ def focal_loss(
     per class (``alpha_y`` picks the sample's class). ``"mean"`` is the plain mean over
     samples, not a weighted one. ``gamma = 0`` without ``alpha`` is cross-entropy.
     ``1 - p_y`` is computed as ``-expm1(log p_y)``, accurate as ``p_y -> 1``.
+    With ``drw_epoch`` (deferred re-weighting, see :func:`drw_weights`) ``alpha`` is none
+    before that epoch and the class-balanced weights from it on.
     """
+    alpha = drw_weights("focal", "alpha", alpha, drw_epoch, drw_beta, class_counts, epoch)
     x, t = _class_input("focal", pred, target)
     ce = _nll(x, t)  # -log p_y
     loss = _focal_factor(-torch.expm1(-ce), gamma) * ce
@@ -354,25 +481,39 @@ def focal_loss(
             low=0.0,
             help="a scale, or one weight per class (alpha_y); none by default",
         ),
+        *drw_params(counts=True),
     ],
     traits=("handles_imbalance",),
     function=focal_loss,
     description="Cross-entropy scaled by (1 - p)^gamma: down-weights the many easy examples.",
     reference="Lin et al., 'Focal Loss for Dense Object Detection', ICCV 2017; source document §3",
 )
-class FocalLoss(nn.Module):
+class FocalLoss(DeferredReweighting):
+    """With ``drw_epoch``, the class-balanced weights are the per-class ``alpha`` (Cui et al.'s
+    class-balanced focal loss, switched on at that epoch)."""
+
     alpha: torch.Tensor | None
 
-    def __init__(self, *, gamma: float = 2.0, alpha: float | PerClass | None = None, reduction: str = "mean"):
+    def __init__(
+        self,
+        *,
+        gamma: float = 2.0,
+        alpha: float | PerClass | None = None,
+        drw_epoch: int | None = None,
+        drw_beta: float = 0.9999,
+        class_counts: PerClass | None = None,
+        reduction: str = "mean",
+    ):
         super().__init__()
         self.gamma, self.reduction = gamma, reduction
         _register(self, "alpha", alpha)
+        self._init_drw("focal", drw_epoch, drw_beta, class_counts, "alpha", alpha)
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return focal_loss(pred, target, gamma=self.gamma, alpha=self.alpha, reduction=self.reduction)
+        return focal_loss(pred, target, gamma=self.gamma, alpha=self._drw_or(self.alpha), reduction=self.reduction)
 
     def extra_repr(self) -> str:
-        return f"gamma={self.gamma}, reduction={self.reduction!r}"
+        return f"gamma={self.gamma}, reduction={self.reduction!r}{self._drw_repr()}"
 
 
 def weighted_ce_loss(
@@ -560,6 +701,9 @@ def ldam_loss(
     max_m: float = 0.5,
     s: float = 30.0,
     weight: PerClass | None = None,
+    drw_epoch: int | None = None,
+    drw_beta: float = 0.9999,
+    epoch: int = 0,
     reduction: str = "mean",
 ) -> torch.Tensor:
     """Label-distribution-aware margin loss: cross-entropy on ``s (f - m_y e_y)``.
@@ -567,8 +711,11 @@ def ldam_loss(
     The true class's logit is lowered by ``m_y ∝ n_y^(-1/4)`` (largest margin ``max_m``,
     for the rarest class), the logits are scaled by ``s``, and cross-entropy follows,
     with optional class weights (``"mean"`` is then the weighted mean, as in torch).
+    ``drw_epoch`` gives LDAM-DRW: no weights before that training epoch, the class-balanced
+    weights of ``class_counts`` from it on (:func:`drw_weights`).
     """
-    return _ldam(pred, target, ldam_margins(class_counts, max_m), s, weight, reduction)
+    w = drw_weights("ldam", "weight", weight, drw_epoch, drw_beta, class_counts, epoch)
+    return _ldam(pred, target, ldam_margins(class_counts, max_m), s, w, reduction)
 
 
 @register_loss(
@@ -594,7 +741,8 @@ def ldam_loss(
             search=Search.float(5.0, 50.0, log=True),
             help="logit scale applied after the margin",
         ),
-        Param("weight", None, "floats", low=0.0, help="optional per-class weights (e.g. for deferred re-weighting)"),
+        Param("weight", None, "floats", low=0.0, help="optional fixed per-class weights"),
+        *drw_params(counts=False),
     ],
     needs=("class_counts",),
     traits=("convex", "handles_imbalance"),
@@ -602,7 +750,9 @@ def ldam_loss(
     description="Cross-entropy with larger margins for rarer classes.",
     reference="Cao et al., 'Learning Imbalanced Datasets with Label-Distribution-Aware Margin Loss', NeurIPS 2019",
 )
-class LDAMLoss(nn.Module):
+class LDAMLoss(DeferredReweighting):
+    """``drw_epoch`` gives LDAM-DRW, Cao et al.'s full method."""
+
     margins: torch.Tensor
     weight: torch.Tensor | None
 
@@ -613,18 +763,21 @@ class LDAMLoss(nn.Module):
         max_m: float = 0.5,
         s: float = 30.0,
         weight: PerClass | None = None,
+        drw_epoch: int | None = None,
+        drw_beta: float = 0.9999,
         reduction: str = "mean",
     ):
         super().__init__()
         self.max_m, self.s, self.reduction = max_m, s, reduction
         _register(self, "margins", ldam_margins(class_counts, max_m))
         _register(self, "weight", weight)
+        self._init_drw("ldam", drw_epoch, drw_beta, class_counts, "weight", weight)
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return _ldam(pred, target, self.margins, self.s, self.weight, self.reduction)
+        return _ldam(pred, target, self.margins, self.s, self._drw_or(self.weight), self.reduction)
 
     def extra_repr(self) -> str:
-        return f"max_m={self.max_m}, s={self.s}, reduction={self.reduction!r}"
+        return f"max_m={self.max_m}, s={self.s}, reduction={self.reduction!r}{self._drw_repr()}"
 
 
 def _shifted_ce(

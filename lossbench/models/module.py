@@ -20,6 +20,7 @@ from torch import nn
 
 from .outputs import adapt, evaluate, num_outputs, output_kind  # noqa: F401 - the names live there
 from ..data.base import DataInfo
+from ..losses.classification import set_loss_epoch
 from ..schema import METRIC_BEST_VAL
 
 
@@ -85,6 +86,7 @@ class LossbenchModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ train
     def on_train_epoch_start(self) -> None:
+        set_loss_epoch(self.loss_fn, int(self.current_epoch))  # deferred re-weighting switches here
         self._train_sum = torch.zeros((), device=self.device)
         self._train_n = 0
 
