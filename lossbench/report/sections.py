@@ -258,7 +258,8 @@ def section_traits(analysis: Analysis, names: Mapping[str, str]) -> dict[str, An
             "data_traits": "; ".join(words.facts({k: traits[k] for k in DATA_TRAITS}))
             or "not logged (outlier fraction, imbalance ratio, label noise)",
             "loss_traits": _traits_text(base) if base else "-",
-            "link": words.trait_link(s, known, trait_findings(s, traits, loss_traits)), "notes": list(words.notes(s)),
+            "link": words.trait_link(s, known, trait_findings(s, traits, loss_traits)),
+            "notes": [*words.notes(s), *([words.disagreement_text(s.disagreement)] if s.disagreement else [])],
         })
     return {"items": items}
 
