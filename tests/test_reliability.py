@@ -225,7 +225,7 @@ def test_parallel_workers_on_a_fresh_store_lose_nothing(tmp_path, attempt):
             "select e.name, r.status, count(*) from runs r join experiments e "
             "on r.experiment_id = e.experiment_id group by e.name, r.status"
         ).fetchall()
-    assert rows == [("parallel", "FINISHED", 4)], rows  # none lost, none in Default
+    assert rows == [("parallel", "FINISHED", 5)], rows  # 4 jobs and the sweep's parent: none lost, none in Default
     assert "done: 4 finished" in r.stderr
 
 
