@@ -34,7 +34,7 @@ def test_focal_on_imbalanced_logs_a_complete_run(compose, mlflow_uri):
     assert tags[S.TAG_OBJECTIVE] == "balanced_accuracy" and tags[S.TAG_OBJECTIVE_MODE] == "max"
     assert tags[S.TAG_OVERRIDES] == "loss=focal data=imbalanced"
     assert tags[S.TAG_SCENARIO].startswith("imbalanced(") and "imbalance_ratio=100.0" in tags[S.TAG_SCENARIO]
-    assert json.loads(tags[S.TAG_LOSS_PARAMS]) == {"gamma": 2.0, "alpha": None}
+    assert json.loads(tags[S.TAG_LOSS_PARAMS]) == {"gamma": 2.0, "alpha": None, "drw_epoch": None, "drw_beta": 0.9999}
     assert len(tags[S.TAG_CONFIG_HASH]) == 16
     params = run.data.params
     assert params["loss.name"] == "focal" and params["loss.gamma"] == "2.0"
