@@ -51,6 +51,7 @@ def test_run_returns_its_mlflow_row_and_a_second_call_finds_it(mlflow_uri):
     assert list(again["run_id"]) == list(df["run_id"])  # skipped: the same config already FINISHED
 
 
+@pytest.mark.slow
 def test_sweep_trains_every_combination_together(mlflow_uri):
     df = lossbench.sweep("loss=mse,l1", seed=range(2), tracking__uri=mlflow_uri, tracking__experiment_name="api-sweep",
                          **SMALL)
@@ -117,5 +118,5 @@ def test_choose_on_a_dataframe_returns_runs_and_the_recommendation(tmp_path, mlf
     assert losses[0] == "mse" and len(losses) >= 2
     assert len(r.runs) == len(losses) * 5 and set(r.runs["status"]) == {"FINISHED"}
     assert set(r.runs["tags.loss"]) == set(losses)
-    assert r.recommended in losses and set(r.ranking["loss"]) == set(losses)
+    assert r.recommended.split("(")[0] in losses and set(r.ranking["loss"]) == set(losses)  # e.g. cauchy(c=1)
     assert r.report_md is not None and "profile and shortlist" in r.report_md.read_text()

@@ -170,6 +170,7 @@ def run_main(argv: list[str], cwd: Path, capsys) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize("case,argv,expected", CATALOGUE, ids=[c[0] for c in CATALOGUE])
+@pytest.mark.slow
 def test_bad_command_line_input(case, argv, expected, workdir, capsys):
     d, uri, _ = workdir
     before = _store_snapshot(uri)
@@ -217,6 +218,7 @@ def test_the_separator_the_message_names_reads_the_file(workdir, capsys):
     assert all(r.data.params["data.sep"] in ("semicolon", ";") for r in runs)
 
 
+@pytest.mark.slow
 def test_the_debug_switch_shows_the_traceback_and_the_real_process_exits_2(tmp_path):
     args = [sys.executable, "-m", "lossbench", "loss=mse", "data=imbalanced"]
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "LOSSBENCH_DEBUG")}

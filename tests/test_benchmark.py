@@ -96,6 +96,7 @@ def test_losses_rejects_cuda_without_a_gpu():
 
 
 # ------------------------------------------------------------------------------------ train
+@pytest.mark.slow
 def test_train_times_the_real_pipeline_and_the_hand_loop(tmp_path, mlflow_uri):
     from lossbench import tracking
     from lossbench.benchmark.train import EXPERIMENT
@@ -138,6 +139,7 @@ def test_train_unknown_data_is_a_clear_error(capsys):
     assert "Did you mean 'imbalanced'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_hand_loop_trains_exactly_what_lossbench_trains(compose, mlflow_uri, tmp_path):
     """Same network, initial weights, data, batches, optimizer and loss: on the CPU the weights
     come out equal, so the hand-trained network's test loss is the one lossbench logged."""
@@ -209,6 +211,7 @@ def test_profile_modules_charges_time_to_the_innermost_module_under_the_prefix()
 
 
 # ------------------------------------------------------------------------------------ startup
+@pytest.mark.slow
 def test_startup_times_a_command_against_import_torch(tmp_path):
     from lossbench.benchmark.startup import commands
 
@@ -232,6 +235,7 @@ def test_startup_unknown_command(capsys):
 
 
 # ------------------------------------------------------------------------------------ report
+@pytest.mark.slow
 def test_report_on_generated_runs(tmp_path, mlflow_uri):
     from lossbench import schema as S
     from lossbench import tracking

@@ -65,6 +65,7 @@ def regression_table(path: Path, n: int = 2000, outliers: float = 0.2, seed: int
 
 
 # --------------------------------------------------------------------------- regression traits
+@pytest.mark.slow
 def test_outlier_fraction_recovers_injected_gross_errors():
     p = profile_of("data=regression_outliers", "data.outlier_fraction=0.2")
     est = p["outlier_fraction"]
@@ -75,6 +76,7 @@ def test_outlier_fraction_recovers_injected_gross_errors():
     assert p["task"] == "regression" and p["n_samples"] == 1200  # 2000 rows, 60% train
 
 
+@pytest.mark.slow
 def test_leverage_points_in_x_are_found_by_robust_distance():
     p = profile_of("data=regression_outliers", "data.outlier_type=x_leverage", "data.outlier_fraction=0.1")
     assert abs(p["leverage_fraction"]["value"] - 0.1) <= 0.03
@@ -82,6 +84,7 @@ def test_leverage_points_in_x_are_found_by_robust_distance():
     assert clean["leverage_fraction"]["ci"][0] < 0.01
 
 
+@pytest.mark.slow
 def test_heteroscedasticity_skew_and_tails_have_known_answers():
     rng = np.random.default_rng(0)
     n = 2000
@@ -113,6 +116,7 @@ def test_near_duplicates_count_copies_and_conflicts():
 
 
 # --------------------------------------------------------------------------- classification traits
+@pytest.mark.slow
 def test_imbalance_ratio_and_counts_are_exact():
     p = profile_of("data=imbalanced", "data.imbalance_ratio=100")
     assert p["imbalance_ratio"] == 100.0
@@ -122,6 +126,7 @@ def test_imbalance_ratio_and_counts_are_exact():
     assert step["imbalance_ratio"] == 10.0 and step["shape"] == "step"
 
 
+@pytest.mark.slow
 def test_label_noise_on_digits_is_estimated_by_confident_learning(tmp_path):
     noisy = profile_of("data=csv", f"data.path={digits_table(tmp_path / 'noisy.csv', 0.3)}", "data.target=digit")
     assert abs(noisy["label_noise"]["value"] - 0.3) <= 0.05
@@ -130,12 +135,14 @@ def test_label_noise_on_digits_is_estimated_by_confident_learning(tmp_path):
     assert noisy["seconds"] < 30  # seconds for ~1,000 rows of 64 features, even on a loaded machine
 
 
+@pytest.mark.slow
 def test_the_most_confused_pair_is_the_swapped_one(tmp_path):
     path = digits_table(tmp_path / "swap.csv", 0.25, pairs=(3, 5))
     p = profile_of("data=csv", f"data.path={path}", "data.target=digit")
     assert sorted(p["confused_pairs"][0]["classes"]) == ["3", "5"]
 
 
+@pytest.mark.slow
 def test_large_sets_are_subsampled_and_say_so():
     p = profile_of("data=imbalanced", "data.imbalance_ratio=10", max_rows=400)
     assert p["n_profiled"] <= 420 < p["n_samples"]
@@ -151,6 +158,7 @@ def test_large_sets_are_subsampled_and_say_so():
 
 
 # --------------------------------------------------------------------------- bad input
+@pytest.mark.slow
 def test_bad_tables_get_one_clear_message(tmp_path):
     def table(name: str, df: pd.DataFrame) -> str:
         df.to_csv(tmp_path / name, index=False)
@@ -178,6 +186,7 @@ def test_bad_tables_get_one_clear_message(tmp_path):
         profile_of("data=csv", f"data.path={table('ok.csv', pd.DataFrame({'x': x, 'y': x}))}", "data.target=price")
 
 
+@pytest.mark.slow
 def test_choose_options_and_overrides_are_checked(mlflow_uri):
     with pytest.raises(LossbenchError, match="picks the losses itself"):
         run_choose(["data=regression_outliers", "loss=huber", f"tracking.uri={mlflow_uri}"])
@@ -285,6 +294,7 @@ def choose_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_profile_only_writes_profile_json_and_runs_nothing(tmp_path):
     path = regression_table(tmp_path / "t.csv")
     uri = f"sqlite:///{tmp_path / 'm.db'}"

@@ -24,6 +24,7 @@ def lossbench(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300
 NOISE = ("Tip:", "GPU available", "TPU available", "LitLogger", "Traceback", "UserWarning", "PossibleUserWarning")
 
 
+@pytest.mark.slow
 def test_mission_example_runs_from_an_empty_directory(tmp_path):
     r = lossbench("loss=focal", "data=imbalanced", "data.n_max=100", "trainer.max_epochs=2", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -40,6 +41,7 @@ def test_mission_example_runs_from_an_empty_directory(tmp_path):
     assert [r.info.status for r in runs] == ["FINISHED"]
 
 
+@pytest.mark.slow
 def test_tracking_uri_comes_from_the_environment(tmp_path):
     uri = f"sqlite:///{tmp_path / 'elsewhere.db'}"
     r = lossbench("--cfg", "job", "--resolve", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": uri})
@@ -56,6 +58,7 @@ def test_tracking_uri_comes_from_the_environment(tmp_path):
     ],
     ids=["help", "cfg-job", "info"],
 )
+@pytest.mark.slow
 def test_hydra_flags_behave_as_hydra_users_expect(tmp_path, args, expected):
     r = lossbench(*args, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -64,6 +67,7 @@ def test_hydra_flags_behave_as_hydra_users_expect(tmp_path, args, expected):
     assert not (tmp_path / "mlflow.db").exists()
 
 
+@pytest.mark.slow
 def test_a_sweep_logs_every_job_with_one_sweep_id_and_summarises(tmp_path):
     r = lossbench(
         "-m", "loss=mse,l1", "data=regression_outliers", "data.n_samples=200", "model=linear", "trainer.max_epochs=1",
@@ -122,6 +126,7 @@ def test_the_pre_flight_check_names_the_mistake(args, words):
         assert w in str(e.value)
 
 
+@pytest.mark.slow
 def test_a_sweep_by_glob_and_range_runs_each_job_and_a_bad_glob_exits_2(tmp_path):
     r = lossbench(
         "-m", "loss=glob([mse,l1])", "seed=range(0,2)", "data=regression_outliers", "data.n_samples=200",

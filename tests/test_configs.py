@@ -34,6 +34,7 @@ def _variants() -> dict[str, str]:
     return out
 
 
+@pytest.mark.slow
 def test_loss_config_files_and_registry_match_both_ways():
     stems = {p.stem for p in LOSS_DIR.glob("*.yaml")}
     names = set(list_losses())
@@ -66,6 +67,7 @@ def test_alias_configs_select_their_loss(alias, target):
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
+@pytest.mark.slow
 def test_each_experiment_composes_with_a_sweep(name):
     cfg = _compose(f"experiment={name}")
     assert cfg.tracking.experiment_name == name
@@ -81,6 +83,7 @@ def test_each_experiment_composes_with_a_sweep(name):
         assert composed.tracking.experiment_name == name
 
 
+@pytest.mark.slow
 def test_configs_and_experiments_ship_inside_the_wheel(tmp_path, repo_root):
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(repo_root)],

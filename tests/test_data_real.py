@@ -184,6 +184,7 @@ def test_fashion_mnist_lt_from_idx_files(tmp_path):
     assert dm.info.extra["class_names"][-1] == "Ankle boot"
 
 
+@pytest.mark.slow
 def test_cifar10_lt_from_python_batches(tmp_path):
     write_cifar(tmp_path, 10, train_per_class=20, test_per_class=6)
     dm = CIFAR10LT(data_dir=str(tmp_path), imbalance_ratio=9, n_val_per_class=2, verify_md5=False, seed=0)

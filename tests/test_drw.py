@@ -115,6 +115,7 @@ def test_focal_with_both_alpha_and_drw_is_refused():
 DRW_DATA = ["data=imbalanced", "data.n_max=120", "model=mlp", "model.hidden=[32,32]", "trainer.max_epochs=5"]
 
 
+@pytest.mark.slow
 def test_both_engines_switch_at_the_same_epoch_in_real_training(compose, mlflow_uri):
     jobs = jobs_of(
         compose,

@@ -86,6 +86,7 @@ CLASSIFICATION = ["data=imbalanced", "data.n_max=120", "model=mlp", "model.hidde
         ),
     ],
 )
+@pytest.mark.slow
 def test_a_member_of_a_group_equals_the_same_run_trained_alone(compose, mlflow_uri, common, variants, rel):
     jobs = jobs_of(compose, *variants, common=common)
     grouped = run_jobs(jobs, engine="batched", multirun=True)
@@ -117,6 +118,7 @@ def test_a_member_of_a_group_equals_the_same_run_trained_alone(compose, mlflow_u
     assert len(groups) == 1, "one stacked group for all of them"
 
 
+@pytest.mark.slow
 def test_cnn_members_match_their_runs_alone_within_a_measured_tolerance(compose):
     """BatchNorm2d and convolutions under vmap: grouped convolutions sum in another order,
     so agreement is to float32 rounding grown over training, measured here and in the README."""
@@ -133,6 +135,7 @@ def test_cnn_members_match_their_runs_alone_within_a_measured_tolerance(compose)
 
 
 # ------------------------------------------------------------------ failures stay with their member
+@pytest.mark.slow
 def test_a_diverging_member_stops_alone_at_its_step_and_the_others_go_on(compose, mlflow_uri):
     common = [*REGRESSION, "optimizer=sgd", "trainer.max_epochs=8", "loss=mse"]
     jobs = jobs_of(compose, ["seed=0", "optimizer.lr=1e12"], ["seed=1", "optimizer.lr=0.01"], ["seed=2", "optimizer.lr=0.02"], common=common)
@@ -172,6 +175,7 @@ def failing_loss():
     LOSSES._specs.pop("fails_on_third_call", None)
 
 
+@pytest.mark.slow
 def test_an_error_in_one_member_is_recorded_for_that_member_only(compose, mlflow_uri, failing_loss, tmp_path):
     jobs = jobs_of(compose, ["loss=mse", "loss.name=" + failing_loss, "seed=0"], ["loss=mse", "seed=1"], ["loss=huber", "seed=2"],
                    common=REGRESSION)
@@ -188,6 +192,7 @@ def test_an_error_in_one_member_is_recorded_for_that_member_only(compose, mlflow
         assert_same_metrics(grouped[num].metrics, pipeline.run(jobs[num][1], multirun=True).metrics)
 
 
+@pytest.mark.slow
 def test_an_invalid_member_is_recorded_failed_and_the_rest_of_the_group_trains(compose, mlflow_uri):
     jobs = jobs_of(compose, ["loss=huber", "loss.delta=-1", "seed=0"], ["loss=mse", "seed=1"], common=REGRESSION)
     grouped = run_jobs(jobs, engine="batched", multirun=True)
@@ -299,6 +304,7 @@ def test_chunks_are_even_and_bounded():
     assert sum(chunks(list(range(37)), 5), []) == list(range(37))
 
 
+@pytest.mark.slow
 def test_fast_composition_equals_hydra_composition():
     """The sweeper composes once per set of group choices and applies value overrides
     with Hydra's own function: the result must be Hydra's composition, key for key."""

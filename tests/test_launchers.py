@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from omegaconf import OmegaConf
 
 from lossbench import schema as S
@@ -13,6 +15,7 @@ from lossbench import tracking
 from lossbench.gpus import gpu_for_job
 
 
+@pytest.mark.slow
 def test_submitit_local_launcher_runs_a_sweep(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     r = subprocess.run(

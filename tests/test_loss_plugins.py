@@ -85,6 +85,7 @@ def good_site(tmp_path_factory):
     return install_plugin(tmp_path_factory.mktemp("good"), "lossbench-toy", "lossbench_toy", GOOD)
 
 
+@pytest.mark.slow
 def test_plugin_loss_is_registered_lazily_and_usable(good_site):
     r = run_python(
         """
@@ -112,6 +113,7 @@ def test_plugin_loss_is_registered_lazily_and_usable(good_site):
     assert lines[2] == "The 'scale' parameter of toy_abs must be a float in (0, inf). Got -1 instead."
 
 
+@pytest.mark.slow
 def test_plugin_losses_pass_the_contract_tests(good_site):
     env = dict(os.environ, PYTHONPATH=str(good_site))
     r = subprocess.run(
@@ -127,6 +129,7 @@ def test_plugin_losses_pass_the_contract_tests(good_site):
     assert passed and int(passed.group(1)) >= 12, r.stdout[-2000:]
 
 
+@pytest.mark.slow
 def test_broken_plugin_is_warned_about_and_skipped(tmp_path, good_site):
     broken = install_plugin(tmp_path, "lossbench-broken", "lossbench_broken", BROKEN)
     r = run_python(
@@ -146,6 +149,7 @@ def test_broken_plugin_is_warned_about_and_skipped(tmp_path, good_site):
     assert "needs a package that is not installed" in r.stderr
 
 
+@pytest.mark.slow
 def test_name_clash_is_an_error_naming_both_sources(tmp_path):
     clash = install_plugin(tmp_path, "lossbench-clash", "lossbench_clash", CLASH)
     r = run_python(

@@ -477,6 +477,7 @@ def test_barron_log_partition_matches_scipy_quadrature(alpha):
 
 
 @pytest.mark.parametrize(("alpha", "scale"), [(0.3, 0.7), (1.0, 1.0), (1.7, 2.0)])
+@pytest.mark.slow
 def test_adaptive_barron_is_a_normalised_negative_log_likelihood(alpha, scale):
     """exp(-loss) integrates to 1 over the residual: the NLL of Barron's distribution."""
 
@@ -540,6 +541,7 @@ def test_adaptive_barron_likelihood_pulls_alpha_towards_the_residuals_tails():
     assert slopes[0] < 0 < slopes[1]
 
 
+@pytest.mark.slow
 def test_adaptive_barron_adapts_its_shape_and_scale_when_trained():
     fitted = []
     for residual in heavy_and_light_tailed():

@@ -35,6 +35,7 @@ def all_shapes(name: str) -> list[tuple[int, ...]]:
 
 
 @pytest.mark.parametrize("name", NETWORKS)
+@pytest.mark.slow
 def test_output_shape_and_backward(name):
     for shape in all_shapes(name):
         torch.manual_seed(0)

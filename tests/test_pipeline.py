@@ -119,6 +119,7 @@ def test_an_objective_the_task_does_not_log_is_refused(compose):
         pipeline.prepare(compose(*REG_SMALL, "data.objective=balanced_accuracy"))
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics_other_seed_other_metrics(compose):
     base = ["loss=cross_entropy", "data=imbalanced", "data.n_max=100", "tracking.skip_finished=false", *FAST]
     a = pipeline.run(compose(*base))
@@ -128,6 +129,7 @@ def test_same_seed_same_metrics_other_seed_other_metrics(compose):
     assert a.metrics["test_nll"] != c.metrics["test_nll"]
 
 
+@pytest.mark.slow
 def test_huber_on_regression_outliers_reports_original_units(compose, mlflow_uri):
     cfg = compose("loss=huber", "data=regression_outliers", "data.n_samples=400", "model=linear", *FAST)
     r = pipeline.run(cfg)
@@ -147,6 +149,7 @@ def test_huber_on_regression_outliers_reports_original_units(compose, mlflow_uri
     "loss,outputs",
     [("bce", 1), ("binary_focal", 1), ("cross_entropy", 2)],
 )
+@pytest.mark.slow
 def test_binary_data_with_binary_and_multiclass_losses(compose, loss, outputs):
     p = pipeline.prepare(compose(f"loss={loss}", "data=breast_cancer", *FAST))
     x, _ = p.datamodule.tensors("train")
@@ -155,6 +158,7 @@ def test_binary_data_with_binary_and_multiclass_losses(compose, loss, outputs):
     assert r.status == "FINISHED" and r.metrics["test_auroc"] > 0.8
 
 
+@pytest.mark.slow
 def test_distribution_loss_trains_on_class_labels(compose):
     r = pipeline.run(compose("loss=js_div", "data=digits_lt", *FAST))
     assert r.status == "FINISHED" and 0 <= r.metrics["test_accuracy"] <= 1
@@ -205,12 +209,14 @@ def test_loss_that_does_not_fit_the_data_is_refused_before_any_run(compose, mlfl
     ],
     ids=["linear", "cnn", "resnet32", "mlp-regression", "quantile-robust-norm", "combo-minmax"],
 )
+@pytest.mark.slow
 def test_model_and_data_paths_train(compose, overrides):
     r = pipeline.run(compose(*overrides, "trainer.max_epochs=1", "+trainer.limit_train_batches=2"))
     assert r.status == "FINISHED", r.message
     assert all(np.isfinite(v) or k.endswith("_shot_accuracy") or "recall_class" in k for k, v in r.metrics.items())
 
 
+@pytest.mark.slow
 def test_csv_data_end_to_end(compose, tmp_path):
     import pandas as pd
 

@@ -39,6 +39,7 @@ REG = ["loss=mse", "data=regression_outliers", "data.n_samples=200", "model=line
 
 
 # ------------------------------------------------------------------ diverged runs
+@pytest.mark.slow
 def test_a_diverging_loss_stops_its_run_at_once_and_is_recorded(compose, mlflow_uri):
     cfg = compose(*REG, "optimizer=sgd", "optimizer.lr=1e12", "trainer.max_epochs=50")
     r = pipeline.run(cfg)
@@ -74,6 +75,7 @@ def test_an_error_during_training_ends_the_run_failed_with_its_traceback(compose
     assert "Traceback" in text and "RuntimeError: boom at step 3" in text
 
 
+@pytest.mark.slow
 def test_a_sweep_goes_on_past_failed_jobs_lists_them_and_exits_non_zero(tmp_path):
     r = cli(
         "-m", "loss=huber,focal,mse", "data=regression_outliers", "data.n_samples=200", "model=linear",
@@ -109,6 +111,7 @@ def test_two_sweeps_started_together_keep_their_own_ids_and_summaries(tmp_path):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+@pytest.mark.slow
 def test_an_interrupted_run_is_recorded_killed_never_left_running(tmp_path, sig, wait_until_training):
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "LOSSBENCH_DEBUG")}
     proc = subprocess.Popen(
@@ -129,6 +132,7 @@ def test_an_interrupted_run_is_recorded_killed_never_left_running(tmp_path, sig,
     assert tracking.client(uri).get_run(run_id).info.status == "KILLED"
 
 
+@pytest.mark.slow
 def test_a_run_left_running_by_kill_9_is_found_listed_and_settled(tmp_path, wait_until_training):
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "LOSSBENCH_DEBUG")}
     args = [*REG, "trainer.max_epochs=100000", "tracking.experiment_name=stuck"]
@@ -179,6 +183,7 @@ def test_a_config_started_again_settles_its_own_stuck_run(compose, mlflow_uri):
 
 
 # ------------------------------------------------------------------ resume
+@pytest.mark.slow
 def test_rerunning_skips_finished_configs_unless_told_otherwise(compose, mlflow_uri):
     base = [*REG, "trainer.max_epochs=1"]
     first = pipeline.run(compose(*base, "seed=0"))
@@ -198,6 +203,7 @@ def test_a_failed_config_is_not_skipped_on_rerun(compose):
     assert pipeline.run(compose(*cfg)).status == "FAILED"  # tried again, not skipped
 
 
+@pytest.mark.slow
 def test_rerunning_a_sweep_runs_only_what_is_missing(tmp_path):
     common = ["data=regression_outliers", "data.n_samples=200", "model=linear", "trainer.max_epochs=1",
               "tracking.experiment_name=resume"]
@@ -211,6 +217,7 @@ def test_rerunning_a_sweep_runs_only_what_is_missing(tmp_path):
 
 # ------------------------------------------------------------------ parallel workers
 @pytest.mark.parametrize("attempt", range(3))
+@pytest.mark.slow
 def test_parallel_workers_on_a_fresh_store_lose_nothing(tmp_path, attempt):
     r = cli(
         "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", "loss=mse,l1,huber,cauchy",
@@ -314,6 +321,7 @@ def test_an_interrupted_joblib_sweep_ends_its_workers_runs_killed_and_leaves_no_
     assert left == [], f"processes left behind: {left}"
 
 
+@pytest.mark.slow
 def test_a_sweep_is_one_parent_run_with_its_jobs_as_children(tmp_path):
     r = cli("-m", *REG, "seed=0,1", "trainer.max_epochs=1", "tracking.experiment_name=family", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -59,6 +59,7 @@ def _disagreeing(uri: str) -> None:
             st.run(loss, data, seed, RMSE[loss] + JITTER[seed] + NOISE[loss][seed])
 
 
+@pytest.mark.slow
 def test_metrics_that_disagree_are_ranked_side_by_side(tmp_path: Path) -> None:
     summary, md = _build(tmp_path, _disagreeing)
     (scen,) = summary["scenarios"]
@@ -142,6 +143,7 @@ def _across(fractions: tuple[float, ...], extra: bool = False):
     return populate
 
 
+@pytest.mark.slow
 def test_losses_ranked_across_four_scenarios(tmp_path: Path) -> None:
     summary, md = _build(tmp_path, _across((0.0, 0.1, 0.2, 0.3), extra=True))
     (a,) = summary["across_scenarios"]
@@ -163,6 +165,7 @@ def test_losses_ranked_across_four_scenarios(tmp_path: Path) -> None:
     assert "did not finish in every compared scenario: combo" in md
 
 
+@pytest.mark.slow
 def test_two_scenarios_show_mean_ranks_and_say_why_untested(tmp_path: Path) -> None:
     summary, md = _build(tmp_path, _across((0.1, 0.2)))
     (a,) = summary["across_scenarios"]
@@ -172,6 +175,7 @@ def test_two_scenarios_show_mean_ranks_and_say_why_untested(tmp_path: Path) -> N
     assert "Friedman's test needs at least 3 scenarios and 3 losses; here there are 2 scenario(s)" in md
 
 
+@pytest.mark.slow
 def test_a_significant_friedman_test_names_the_pairs_nemenyi_separates(tmp_path: Path) -> None:
     # six scenarios, huber < l1 < mse in each: rank sums 6, 12, 18; chi-square = 12 / 72 * 504 - 72 = 12
     def populate(uri: str) -> None:

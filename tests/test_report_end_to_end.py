@@ -225,6 +225,7 @@ def _scenario_block(md: str, scenario: str) -> str:
     return traits[start : end if end != -1 else traits.index("## " + SECTIONS[5])]
 
 
+@pytest.mark.slow
 def test_command_writes_the_report(commands) -> None:
     proc, work, out = commands["report"]
     assert proc.returncode == 0, proc.stderr
@@ -284,6 +285,7 @@ def test_python_function(store: tuple[str, Path], tmp_path: Path) -> None:
         build_report(EXPERIMENT, uri, tmp_path / "x", formats=("pdf",))
 
 
+@pytest.mark.slow
 def test_unknown_experiment_from_the_command(commands) -> None:
     proc, work, out = commands["typo"]
     assert proc.returncode != 0

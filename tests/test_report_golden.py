@@ -287,6 +287,7 @@ def _check(name: str, got: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["report.md", "report.html"])
+@pytest.mark.slow
 def test_report_matches_the_golden(report: tuple[Path, str], name: str) -> None:
     out, uri = report
     _check(name, normalise((out / name).read_text(encoding="utf-8"), uri))

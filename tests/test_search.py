@@ -168,6 +168,7 @@ def test_loss_comma_list_becomes_search_losses():
 
 
 # ---------------------------------------------------------------------------- studies
+@pytest.mark.slow
 def test_every_loss_gets_the_same_budget_and_every_trial_is_a_tagged_run(search, mlflow_uri):
     outcomes, lines = search("search.losses=[huber,cauchy]", "search.n_trials=3")
     assert [o.loss for o in outcomes] == ["huber", "cauchy"]
@@ -208,6 +209,7 @@ def test_every_loss_gets_the_same_budget_and_every_trial_is_a_tagged_run(search,
     assert sum(1 for x in lines if " complete " in x) == 6
 
 
+@pytest.mark.slow
 def test_rerunning_continues_the_study_up_to_the_budget(search, mlflow_uri):
     first, _ = search("loss=huber", "search.n_trials=2")
     name = first[0].study_name
@@ -235,6 +237,7 @@ def test_rerunning_continues_the_study_up_to_the_budget(search, mlflow_uri):
     assert name in str(e.value) and "data.n_samples: 200 -> 300" in str(e.value)
 
 
+@pytest.mark.slow
 def test_a_diverged_trial_fails_and_the_study_goes_on(search, mlflow_uri):
     # mse declares no hyperparameter; the user's space makes some trials diverge for real
     outcomes, lines = search(
@@ -258,6 +261,7 @@ def test_a_diverged_trial_fails_and_the_study_goes_on(search, mlflow_uri):
 
 
 @pytest.mark.parametrize("batch", [1, 2], ids=["one-by-one", "stacked-in-twos"])
+@pytest.mark.slow
 def test_hopeless_trials_are_pruned_and_recorded_as_killed(search, mlflow_uri, batch):
     outcomes, _ = search(
         "loss=huber",
@@ -300,6 +304,7 @@ def test_a_loss_with_nothing_to_tune_runs_once_in_a_database_storage(search, mlf
     assert best_json(mlflow_uri, o.best_run_id)["best_params"] == {}
 
 
+@pytest.mark.slow
 def test_a_named_variant_keeps_its_parameters_and_a_command_line_value_is_held(mlflow_uri, tmp_path):
     outcomes = run_search(
         [
@@ -355,6 +360,7 @@ class PressCtrlC(pl.Callback):
             signal.raise_signal(signal.SIGINT)
 
 
+@pytest.mark.slow
 def test_an_interrupted_trial_runs_again_and_does_not_use_the_budget(search, mlflow_uri):
     with pytest.raises(KeyboardInterrupt):
         search("loss=huber", "search.n_trials=3", callbacks=[PressCtrlC()])
@@ -377,6 +383,7 @@ def _run_of(uri: str, experiment: str, number: int) -> str:
     return next(r.info.run_id for r in runs_of(uri, experiment) if r.data.tags.get(S.TAG_TRIAL) == str(number))
 
 
+@pytest.mark.slow
 def test_a_trial_left_running_by_a_killed_worker_runs_again(search, mlflow_uri):
     first, _ = search("loss=huber", "search.n_trials=1")
     name = first[0].study_name
@@ -409,6 +416,7 @@ os._exit(0)
     assert tracking.client(mlflow_uri).get_run(orphan).info.status == "KILLED"
 
 
+@pytest.mark.slow
 def test_a_trial_whose_heartbeat_stopped_runs_again_on_a_database(search, mlflow_uri, tmp_path, monkeypatch):
     from lossbench.search import study as study_module
 
@@ -606,6 +614,7 @@ def ctrl_c_loss():
     LOSSES._specs.pop("presses_ctrl_c", None)
 
 
+@pytest.mark.slow
 def test_trials_trained_together_share_the_budget_and_run_again_after_ctrl_c(search, mlflow_uri, ctrl_c_loss):
     ctrl_c_loss["at"] = 5  # a few steps into the first group of two trials
     with pytest.raises(KeyboardInterrupt):
