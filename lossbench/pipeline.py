@@ -5,6 +5,10 @@ CLI, a sweep, or a test) and does, in order: validate everything a user can get 
 (data, loss, model, optimizer, tracking) before any training; create the MLflow run;
 train; select the best validation epoch; test; record. A diverged loss, an error, and
 an interruption each end the run with its own status, so the record stays complete.
+
+Over 500 lines on purpose: it is the one path every run takes, from config to record, and
+both engines call its pieces (prepare, run_tags, record_finished); the checks, the run's
+life and its records stay together so no engine can skip one.
 """
 
 from __future__ import annotations

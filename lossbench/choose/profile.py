@@ -18,6 +18,9 @@ often confused.
 
 Large sets are subsampled to ``max_rows`` training rows (stratified by class) and wide
 inputs reduced with PCA before the model-based measures; the profile says so in its notes.
+
+Over 500 lines on purpose: every trait the profile measures, each with its uncertainty, next
+to the others it is reported with.
 """
 
 from __future__ import annotations

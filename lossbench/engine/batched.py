@@ -12,6 +12,9 @@ the network is initialised by ``pipeline.prepare`` (``seed_everything(seed)`` th
 constructor), and epoch ``e`` shuffles with ``torch.Generator().manual_seed(seed *
 100_003 + e)`` (:class:`lossbench.data.base.TensorBatches`). So a member's test metrics
 equal those of the same config trained alone, up to float rounding.
+
+Over 500 lines on purpose: one training loop (train, validate, select, test, record) for K
+members at once; its steps share the group's tensors and member state.
 """
 
 from __future__ import annotations

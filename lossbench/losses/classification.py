@@ -27,6 +27,10 @@ Class counts
     smallest positive count of the list, so its weight, margin or prior stays finite.
     Only ratios of counts matter, except for ``class_balanced``, whose effective number
     of samples uses the counts themselves.
+
+Over 500 lines on purpose: one kernel and one spec per classification loss of the article,
+each with its formula and citation beside it, so the family reads in one place; each loss is
+short.
 """
 
 from __future__ import annotations

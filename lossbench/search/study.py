@@ -10,6 +10,10 @@ with its parameters by Optuna's retry callback, and does not count. The sampler 
 *n* is seeded from ``(search.seed, n)``: the same command proposes the same trials however
 many workers and restarts it took. ``search.batch_size`` trials are asked for at once and
 trained as one stacked group, hence ask/tell rather than ``Study.optimize`` (one trial a call).
+
+Over 500 lines on purpose: the study's life (plan, storage, budget lock, stale trials,
+batches, best run) is one sequence whose steps share the same objects; split apart, each
+half would need the other's internals.
 """
 
 from __future__ import annotations
