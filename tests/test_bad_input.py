@@ -251,3 +251,51 @@ def test_bad_api_input(case, call, expected):
     with pytest.raises(LossbenchError) as err:
         call()
     assert expected in str(err.value)
+
+
+def _report_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "LOSSBENCH_DEBUG")}
+    return subprocess.run([sys.executable, "-m", "lossbench.report", *args], cwd=cwd, capture_output=True,
+                          text=True, env=env, timeout=120)
+
+
+def _truncated_store(d: Path) -> Path:
+    """A real store with a run, cut to half its size (as a full disk or a killed copy leaves it)."""
+    db = d / "cut.db"
+    uri = f"sqlite:///{db}"
+    run = tracking.Run.start(uri, tracking.ensure_experiment(uri, "lossbench"), "r", {"loss": "mse"}, {"seed": 0})
+    run.end("FINISHED")
+    size = db.stat().st_size
+    with open(db, "r+b") as f:
+        f.truncate(size // 2)
+    return db
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["not-a-database", "truncated"])
+def test_the_report_on_a_damaged_store_is_one_line_and_exit_2(tmp_path, damage):
+    if damage == "not-a-database":
+        db = tmp_path / "notes.db"
+        db.write_text("these are my notes, not an MLflow store\n" * 50)
+    else:
+        db = _truncated_store(tmp_path)
+    res = _report_cli(f"tracking.uri=sqlite:///{db}", "tracking.experiment_name=lossbench", cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr and "sqlalchemy" not in res.stderr.lower()
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, res.stderr
+    assert str(db) in lines[0] and "is damaged or not an SQLite database" in lines[0]
+    assert "Restore it from a backup" in lines[0]
+    assert not (tmp_path / "reports").exists()
+
+
+@pytest.mark.slow
+def test_a_report_folder_under_a_file_is_one_line_and_exit_2_before_reading_the_store(tmp_path):
+    (tmp_path / "taken").write_text("a file, not a folder\n")
+    # the store does not exist either: the folder is checked first, before any work
+    res = _report_cli(f"tracking.uri=sqlite:///{tmp_path / 'none.db'}", "tracking.experiment_name=lossbench",
+                      f"report.out_dir={tmp_path / 'taken' / 'report'}", cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr
+    assert res.stderr.strip() == (f"error: report.out_dir={tmp_path / 'taken' / 'report'} cannot be made: "
+                                  f"{tmp_path / 'taken'} is a file, not a folder. Pick another report.out_dir.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,20 @@ def curve_runs(analysis: Analysis, limit: int) -> dict[tuple[str, str], str]:
     return out
 
 
+def check_out_dir(out: Path) -> None:
+    """Fail before any work when ``out`` cannot be a folder: it, or the nearest part of its path that
+    exists, is a file, or that folder is not writable."""
+    probe = out
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise LossbenchError(f"report.out_dir={out} cannot be made: {probe} is a file, not a folder. "
+                             f"Pick another report.out_dir.")
+    if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
+        raise LossbenchError(f"report.out_dir={out} cannot be written: {probe} is not writable. "
+                             f"Pick another report.out_dir.")
+
+
 def build_report(
     experiment_name: str,
     tracking_uri: str,
@@ -64,6 +79,7 @@ def build_report(
         raise LossbenchError("tracking.experiment_name is empty: name the experiment to report on.")
     if isinstance(max_curve_runs, bool) or not isinstance(max_curve_runs, int) or max_curve_runs < 0:
         raise LossbenchError(f"report.max_curve_runs must be an int >= 0, got {max_curve_runs!r}.")
+    check_out_dir(Path(out_dir))
     with runs.gc_paused():
         client = runs.open_store(tracking_uri)
         table, ignored = runs.run_table(client, runs.find_experiment(client, experiment_name))

@@ -11,12 +11,14 @@ import contextlib
 import gc
 import os
 import socket
+import sqlite3
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from urllib.parse import urlparse
 
 import mlflow
 import pandas as pd
+import sqlalchemy.exc
 from mlflow import MlflowClient
 from mlflow.entities import Experiment, ViewType
 from mlflow.exceptions import MlflowException
@@ -55,6 +57,8 @@ def open_store(uri: str) -> MlflowClient:
         )
     if local is not None and uri.startswith("sqlite:///") and not local.is_file():
         raise TrackingError(f"No MLflow store at {uri}: {local.resolve()} is not a file.")
+    if local is not None and uri.startswith("sqlite:///"):
+        check_sqlite_file(local)
     if parsed.scheme in ("http", "https"):
         try:
             port = parsed.port or (443 if parsed.scheme == "https" else 80)
@@ -66,8 +70,37 @@ def open_store(uri: str) -> MlflowClient:
             ) from None
     try:
         return MlflowClient(tracking_uri=uri)
+    except sqlalchemy.exc.DatabaseError as exc:
+        raise corrupt_store(local if local is not None else uri, exc) from None
     except MlflowException as exc:
         raise TrackingError(f"Cannot open the MLflow store at {uri}: {exc.message}") from exc
+
+
+def check_sqlite_file(path: Path) -> None:
+    """Read ``path``'s table list read-only: a file that is not an SQLite database, or is cut short,
+    is one clear error here rather than SQLAlchemy's traceback later."""
+    try:
+        con = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+        try:
+            con.execute("SELECT name FROM sqlite_master").fetchall()
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        raise corrupt_store(path, exc) from None
+
+
+def corrupt_store(path: Path | str, exc: BaseException) -> TrackingError:
+    """The one message for a store file that SQLite cannot read."""
+    reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+    return TrackingError(
+        f"The MLflow store {Path(path).resolve()} is damaged or not an SQLite database ({reason}). "
+        f"Restore it from a backup, or point tracking.uri at another store."
+    )
+
+
+def _store_path(client: MlflowClient) -> str:
+    uri = client.tracking_uri
+    return uri[len("sqlite:///") :].split("?", 1)[0] if uri.startswith("sqlite:///") else uri
 
 
 def find_experiment(client: MlflowClient, name: str) -> Experiment:
@@ -79,6 +112,8 @@ def find_experiment(client: MlflowClient, name: str) -> Experiment:
         names = sorted(e.name for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY))
     except MlflowException as exc:
         raise TrackingError(f"Cannot read the MLflow store at {client.tracking_uri}: {exc.message}") from exc
+    except sqlalchemy.exc.DatabaseError as exc:
+        raise corrupt_store(_store_path(client), exc) from None
     deleted = " It was deleted; restore it with `mlflow experiments restore`." if exp is not None else ""
     listing = ", ".join(names) if names else "none"
     raise UnknownNameError(
@@ -118,6 +153,8 @@ def run_table(client: MlflowClient, experiment: Experiment) -> tuple[pd.DataFram
                                       order_by=["attributes.start_time ASC"], output_format="pandas")
     except MlflowException as exc:
         raise TrackingError(f"Cannot read runs from {client.tracking_uri}: {exc.message}") from exc
+    except sqlalchemy.exc.DatabaseError as exc:
+        raise corrupt_store(_store_path(client), exc) from None
     loss_tag = "tags." + schema.TAG_LOSS
     ours = runs[runs[loss_tag].notna()] if loss_tag in runs.columns else runs.iloc[0:0]
     kind = "tags." + schema.TAG_KIND
