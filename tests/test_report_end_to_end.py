@@ -306,3 +306,39 @@ def test_missing_store_and_empty_experiment(store: tuple[str, Path], tmp_path: P
         build_report("nope", uri, tmp_path / "r")
     with pytest.raises(LossbenchError, match="'other-study' has no lossbench runs"):
         build_report("other-study", uri, tmp_path / "r")
+
+
+def _sweep(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lossbench", "-m", *args], cwd=cwd, capture_output=True, text=True,
+                          env=_env(), timeout=600)
+
+
+@pytest.mark.slow
+def test_invalid_jobs_of_a_real_sweep_are_listed_not_made_a_scenario(tmp_path: Path) -> None:
+    """focal does not fit regression: its jobs are recorded FAILED by the sweep with a few tags only.
+    The report lists them with their overrides and keeps them out of the scenarios and the variant labels."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    common = ("data=regression_outliers", "data.n_samples=200", "model=linear", "trainer.max_epochs=2", "seed=0,1",
+              f"tracking.uri={uri}")
+    res = _sweep("loss=huber,focal", *common, "tracking.experiment_name=mixed", cwd=tmp_path)
+    out = res.stdout + res.stderr
+    assert "2 finished" in out and "2 failed with an error" in out, out
+    paths = build_report("mixed", uri, tmp_path / "report", formats=("md", "html"), appendix=False)
+    md = paths.markdown.read_text()
+    summary = json.loads(paths.summary.read_text())
+    assert len(summary["scenarios"]) == 1
+    assert summary["scenarios"][0]["scenario"].startswith("regression_outliers(")
+    assert "nan" not in md.lower()
+    assert ": 2 runs in 1 scenario(s)" in md
+    assert "**2 invalid job(s)**, refused before training" in md
+    for seed in (0, 1):
+        line = next(ln for ln in md.splitlines() if ln.startswith(f"- `focal-regression_outliers-s{seed}`"))
+        assert "loss=focal data=regression_outliers" in line and f"seed={seed}" in line
+        assert "The loss 'focal' is for multiclass tasks" in line
+    assert "2 invalid job(s)" in paths.html.read_text()
+
+    # a sweep of invalid jobs only: one clear error, no empty report
+    _sweep("loss=focal", *common, "tracking.experiment_name=only_invalid", cwd=tmp_path)
+    with pytest.raises(LossbenchError, match=r"holds only 2 invalid job\(s\), refused before training \(first: \[loss=focal"):
+        build_report("only_invalid", uri, tmp_path / "report2")
+    assert not (tmp_path / "report2").exists()

@@ -73,6 +73,7 @@ def build_report(
     # and an unknown experiment is reported without loading torch or matplotlib
     from . import runs
     from .render import check_formats
+    from .table import split_invalid_jobs
 
     fmts = check_formats(formats)
     if not experiment_name:
@@ -83,6 +84,12 @@ def build_report(
     with runs.gc_paused():
         client = runs.open_store(tracking_uri)
         table, ignored = runs.run_table(client, runs.find_experiment(client, experiment_name))
+        table, invalid = split_invalid_jobs(table)
+        if table.empty and invalid:
+            raise LossbenchError(
+                f"The experiment '{experiment_name}' holds only {len(invalid)} invalid job(s), refused before "
+                f"training (first: [{invalid[0]['overrides']}]: {invalid[0]['error']}). Fix their settings and run again."
+            )
         if table.empty:
             extra = f" ({ignored} run(s) there lack the lossbench tags)" if ignored else ""
             raise LossbenchError(
@@ -107,7 +114,7 @@ def build_report(
         names = short_labels(settings, [s.scenario for s in analysis.scenarios], with_name=True)
         context = {
             "experiment": experiment_name, "tracking_uri": tracking_uri, "n_runs": len(analysis.table),
-            "n_ignored": ignored, "n_scenarios": len(analysis.scenarios), "alpha": f"{alpha:g}", "version": __version__,
+            "n_ignored": ignored, "invalid_jobs": invalid, "n_scenarios": len(analysis.scenarios), "alpha": f"{alpha:g}", "version": __version__,
             "generated": _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
             "summary": sections.summary(analysis, names),
             "task": sections.section_task(analysis),

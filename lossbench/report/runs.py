@@ -32,9 +32,11 @@ TAG_COLUMNS = {
     "seed": schema.TAG_SEED, "scenario": schema.TAG_SCENARIO, "objective": schema.TAG_OBJECTIVE,
     "objective_mode": schema.TAG_OBJECTIVE_MODE, "sweep_id": schema.TAG_SWEEP, "config_hash": schema.TAG_CONFIG_HASH,
     "failure": schema.TAG_FAILURE, "failure_step": schema.TAG_FAILURE_STEP, "loss_params": schema.TAG_LOSS_PARAMS,
-    "optuna_study": schema.TAG_STUDY, "optuna_trial": schema.TAG_TRIAL,
+    "optuna_study": schema.TAG_STUDY, "optuna_trial": schema.TAG_TRIAL, "overrides": schema.TAG_OVERRIDES,
+    "error_message": "error_message",
 }
 DATA_INFO_PREFIX = "data_info."
+INVALID_JOB = "invalid_job"  # run-table column: the run is a sweep job refused before training
 
 
 def open_store(uri: str) -> MlflowClient:
@@ -186,6 +188,10 @@ def run_table(client: MlflowClient, experiment: Experiment) -> tuple[pd.DataFram
     # no scenario tag: the dataset stands for it (older runs: the dataset's name in the config)
     out["scenario"] = column("scenario").combine_first(column("data")).combine_first(column("params.data.name"))
     out["scenario"] = out["scenario"].fillna("data")
+    # a sweep job whose config was refused (sweep.record_invalid_job): FAILED with no config logged, no
+    # config hash; it belongs to no scenario
+    logged = ours[[c for c in ours.columns if c.startswith("params.")]].notna().any(axis=1)
+    out[INVALID_JOB] = (out["status"] == "FAILED") & column("config_hash").isna() & ~logged
     return out.reset_index(drop=True), ignored
 
 

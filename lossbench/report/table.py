@@ -221,6 +221,22 @@ def prepare(table: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def split_invalid_jobs(table: pd.DataFrame) -> tuple[pd.DataFrame, list[dict[str, str]]]:
+    """The run table without the sweep jobs refused before training (column ``invalid_job``), and
+    those jobs as ``{"name", "overrides", "error"}``: they belong to no scenario and no variant."""
+    if table.empty or "invalid_job" not in table.columns:
+        return table, []
+    bad = table["invalid_job"].fillna(False).astype(bool)
+
+    def text(row: pd.Series, col: str) -> str:
+        return "" if col not in row.index or is_missing(row[col]) else str(row[col])
+
+    jobs = [{"name": text(r, "run_name") or text(r, "run_id"), "overrides": text(r, "overrides"),
+             "error": (text(r, "error_message").splitlines() or [""])[0][:300]}
+            for _, r in table[bad].iterrows()]
+    return table[~bad].drop(columns="invalid_job").reset_index(drop=True), jobs
+
+
 def _logged(v: Any) -> Any:
     """A logged param string back to a number where it is one."""
     n = number(v) if isinstance(v, str) else None
