@@ -117,12 +117,34 @@ def ensure_experiment(uri: str, experiment_name: str) -> str:
     """
     _check_reachable(uri)
     path = _sqlite_path(uri)
+    if path is not None and path.name != ":memory:":
+        _check_writable(uri, path)
     if path is not None and path.parent and not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as held:
         if path is not None and path.name != ":memory:":
             held.enter_context(_store_lock(path))
         return _ensure_experiment(uri, experiment_name)
+
+
+def _check_writable(uri: str, db: Path) -> None:
+    """Before any run exists: a SQLite store must be a file (or not yet exist) under folders, and both the
+    file and its folder (where SQLite writes its journal) writable by this process."""
+    fix = "Point tracking.uri at a store you can write, e.g. tracking.uri=sqlite:///mlflow.db. Nothing was trained."
+    where = db.resolve()
+    probe = where if where.exists() else where.parent
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if where.exists() and where.is_dir():
+        raise TrackingError(f"The MLflow store at {uri} is a folder, not a file: {where}. {fix}")
+    if probe != where and not probe.is_dir():
+        raise TrackingError(f"The MLflow store at {uri} cannot be made: {probe} is a file, not a folder. {fix}")
+    if where.exists() and not os.access(where, os.R_OK | os.W_OK):
+        raise TrackingError(f"The MLflow store {where} is read-only for this user. Make it writable "
+                            f"(chmod u+w), or: {fix}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise TrackingError(f"The MLflow store {where} cannot be written: its folder {probe} is read-only for this "
+                            f"user (SQLite writes its journal there). Make it writable, or: {fix}")
 
 
 @contextlib.contextmanager

@@ -96,6 +96,9 @@ CATALOGUE = [
     ("image-set-not-on-disk", ["data=mnist_lt", "data.download=false", "data.data_dir={tmp}/no_data", "model=cnn"], "data.download=true"),
     ("cifar-planted-pickle", ["data=cifar10_lt", "data.download=false", "data.verify_md5=false", "data.data_dir={evil}", "model=cnn"], "refusing to load"),
     ("tracking-server-down", ["loss=huber", *REG, "tracking.uri=http://127.0.0.1:9"], "does not answer"),
+    ("store-under-a-file", ["loss=huber", *REG, "tracking.uri=sqlite:///{csv_ok}/mlflow.db"],
+     "ok.csv is a file, not a folder. Point tracking.uri at a store you can write"),
+    ("store-is-a-folder", ["loss=huber", *REG, "tracking.uri=sqlite:///{tmp}"], "is a folder, not a file"),
 ]
 
 FILES = {
@@ -299,3 +302,29 @@ def test_a_report_folder_under_a_file_is_one_line_and_exit_2_before_reading_the_
     assert "Traceback" not in res.stderr
     assert res.stderr.strip() == (f"error: report.out_dir={tmp_path / 'taken' / 'report'} cannot be made: "
                                   f"{tmp_path / 'taken'} is a file, not a folder. Pick another report.out_dir.")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="root writes through file modes: a read-only store cannot be made for root")
+@pytest.mark.parametrize("what", ["file", "folder"])
+def test_a_read_only_store_is_one_line_and_exit_2_before_any_run(tmp_path, what):
+    db = tmp_path / "store" / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    tracking.Run.start(uri, tracking.ensure_experiment(uri, "lossbench"), "r", {"loss": "mse"}, {}).end("FINISHED")
+    before = _store_snapshot(uri)
+    locked = db if what == "file" else db.parent
+    mode = locked.stat().st_mode
+    locked.chmod(0o444 if what == "file" else 0o555)
+    try:
+        env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "LOSSBENCH_DEBUG")}
+        res = subprocess.run([sys.executable, "-m", "lossbench", "loss=huber", *REG, "trainer.max_epochs=1",
+                              f"tracking.uri={uri}", f"hydra.run.dir={tmp_path / 'outputs'}"],
+                             cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    finally:
+        locked.chmod(mode)
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr
+    expected = "is read-only for this user" if what == "file" else f"its folder {db.parent} is read-only"
+    assert expected in res.stderr and "Nothing was trained." in res.stderr
+    assert _store_snapshot(uri) == before
