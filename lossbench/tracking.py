@@ -35,6 +35,8 @@ _NOT_HASHED = ("tracking", "engine", "hydra", "trainer.enable_progress_bar", "tr
 def _quiet_mlflow() -> None:
     for name in ("mlflow", "alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    if not os.environ.get("LOSSBENCH_DEBUG"):  # it logs every database error with its traceback; ours say it in a line
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
@@ -95,6 +97,16 @@ def _sqlite_path(uri: str) -> Path | None:
     return None
 
 
+def removed_store_message(uri: str) -> str | None:
+    """If the SQLite file behind ``uri`` is gone (deleted while a run wrote to it), the one line that
+    says so; else None. Nothing more of the run can be recorded then, and no write is worth retrying."""
+    path = _sqlite_path(uri)
+    if path is None or path.name == ":memory:" or path.exists():
+        return None
+    return (f"the MLflow store {path.resolve()} was removed while the run was in progress, so the run's record is "
+            f"lost. Restore the store from a backup, or run again to log into a new one.")
+
+
 def client(uri: str):
     """An MlflowClient for ``uri``, one per process and store (building one costs ~20 ms)."""
     key = (os.getpid(), uri)
@@ -132,12 +144,12 @@ def _check_writable(uri: str, db: Path) -> None:
     file and its folder (where SQLite writes its journal) writable by this process."""
     fix = "Point tracking.uri at a store you can write, e.g. tracking.uri=sqlite:///mlflow.db. Nothing was trained."
     where = db.resolve()
-    probe = where if where.exists() else where.parent
+    probe = where.parent
     while not probe.exists() and probe.parent != probe:
         probe = probe.parent
     if where.exists() and where.is_dir():
         raise TrackingError(f"The MLflow store at {uri} is a folder, not a file: {where}. {fix}")
-    if probe != where and not probe.is_dir():
+    if not probe.is_dir():
         raise TrackingError(f"The MLflow store at {uri} cannot be made: {probe} is a file, not a folder. {fix}")
     if where.exists() and not os.access(where, os.R_OK | os.W_OK):
         raise TrackingError(f"The MLflow store {where} is read-only for this user. Make it writable "
