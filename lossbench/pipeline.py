@@ -522,9 +522,13 @@ def run(
             result.status = "KILLED"
             run.end("KILLED")
         raise
-    except BaseException:
+    except BaseException as exc:
         if run is not None and result.status == "RUNNING":  # anything _train did not record
             result.status, result.failure = "FAILED", S.FAILURE_ERROR
+            lost = tracking.removed_store_message(uri) if isinstance(exc, Exception) else None
+            if lost is not None:  # the store was deleted: nothing can be recorded, say so once
+                result.message = lost
+                return result
             run.end("FAILED", {S.TAG_FAILURE: S.FAILURE_ERROR}, artifacts={S.ARTIFACT_TRACEBACK: traceback.format_exc()})
         raise
     return result
@@ -591,6 +595,10 @@ def _train(
     except Exception as exc:  # noqa: BLE001 - any other failure is recorded, then reported
         result.status, result.failure = "FAILED", S.FAILURE_ERROR
         result.message = f"{type(exc).__name__}: {exc}"
+        lost = tracking.removed_store_message(run.uri)
+        if lost is not None:  # nothing can be recorded: say so, once
+            result.message = lost
+            return
         run.end("FAILED", {S.TAG_FAILURE: S.FAILURE_ERROR}, artifacts={S.ARTIFACT_TRACEBACK: traceback.format_exc()})
         return
     result.metrics = dict(module.test_metrics)

@@ -370,3 +370,28 @@ def test_single_runs_started_together_on_a_new_store_all_finish(tmp_path, attemp
             "on r.experiment_id = e.experiment_id group by e.name, r.status"
         ).fetchall()
     assert rows == [("lossbench", "FINISHED", 3)], rows
+
+
+@pytest.mark.slow
+def test_deleting_the_store_while_a_run_trains_ends_it_with_one_line_and_exit_1(tmp_path, wait_until_training):
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "LOSSBENCH_DEBUG")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lossbench", "loss=cross_entropy", "data=imbalanced", "trainer.max_epochs=100000",
+         "tracking.experiment_name=removed"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    db = tmp_path / "mlflow.db"
+    try:
+        wait_until_training(f"sqlite:///{db}", "removed", proc)
+        for path in tmp_path.glob("mlflow.db*"):  # the store and its journal and lock files
+            path.unlink()
+        out, err = proc.communicate(timeout=120)  # no hang: the next metrics write finds it gone
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, err[-3000:]
+    assert "Traceback" not in out + err and "sqlalchemy" not in (out + err).lower(), err[-3000:]
+    said = " ".join(out.split())  # rich wraps long lines at the terminal width
+    assert f"error: the MLflow store {db} was removed while the run was in progress" in said, out
+    assert said.count("was removed while the run was in progress") == 1
+    assert not db.exists()  # nothing re-created an empty store
