@@ -87,13 +87,19 @@ def check_sqlite_file(path: Path) -> None:
             con.execute("SELECT name FROM sqlite_master").fetchall()
         finally:
             con.close()
+    except sqlite3.OperationalError:  # locked or not readable, not damaged: MLflow's own open says which
+        return
     except sqlite3.DatabaseError as exc:
         raise corrupt_store(path, exc) from None
 
 
 def corrupt_store(path: Path | str, exc: BaseException) -> TrackingError:
     """The one message for a store file that SQLite cannot read."""
-    reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+    cause = getattr(exc, "orig", None) or exc
+    reason = str(cause).splitlines()[0]
+    if isinstance(cause, sqlite3.OperationalError):  # locked, or no permission: the file may be fine
+        return TrackingError(f"The MLflow store {Path(path).resolve()} cannot be read ({reason}). Check that it is "
+                             f"readable and that no other program holds it, then try again.")
     return TrackingError(
         f"The MLflow store {Path(path).resolve()} is damaged or not an SQLite database ({reason}). "
         f"Restore it from a backup, or point tracking.uri at another store."
