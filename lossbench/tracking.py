@@ -232,18 +232,35 @@ def owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` on this host still runs (a zombie has ended; where it cannot tell: yes)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        pass
+    if os.name == "nt":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return not os.path.isdir("/proc")  # with /proc, a pid it does not list has ended
+
+
 def owner_gone(tag: str | None) -> bool | None:
     """Whether the process named by an owner tag has ended: None when it ran on another host."""
     host, _, pid = (tag or "").rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return None
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, someone else's
-        return False
-    return False
+    return not pid_alive(int(pid))
+
+
+def filter_value(s: str) -> str:
+    """A string quoted for an MLflow filter (double quotes when it holds a single one)."""
+    return f'"{s}"' if "'" in s else f"'{s}'"
 
 
 def settle_stuck(uri: str, runs: Sequence[Any]) -> list[Any]:
@@ -285,9 +302,9 @@ def parent_run(uri: str, experiment_id: str, kind: str, key: str, name: str, *, 
     k = (uri, experiment_id, kind, key)
     if k not in _PARENTS:
         tag = S.TAG_SWEEP if kind == "sweep" else S.TAG_STUDY
-        value = f'"{key}"' if "'" in key else f"'{key}'"
         found = client(uri).search_runs(
-            [experiment_id], filter_string=f"tags.{S.TAG_KIND} = '{kind}' and tags.{tag} = {value}", max_results=1
+            [experiment_id], filter_string=f"tags.{S.TAG_KIND} = '{kind}' and tags.{tag} = {filter_value(key)}",
+            max_results=1,
         )
         if found:
             _PARENTS[k] = found[0].info.run_id
@@ -477,8 +494,10 @@ __all__ = [
     "ensure_experiment",
     "owner",
     "owner_gone",
+    "pid_alive",
     "runs_of_config",
     "settle_stuck",
+    "filter_value",
     "flatten",
     "git_commit",
     "metrics_at",

@@ -72,30 +72,16 @@ def stop_workers(uri: str, experiment: str, sweep_id: str, grace: float = 60.0) 
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         running = [r for r in tracking.sweep_runs(uri, experiment, sweep_id) if r.info.status == "RUNNING"]
-        alive = [p for p in workers if _alive(p)]
+        alive = [p for p in workers if tracking.pid_alive(p)]
         if not running or not alive:
             break
         time.sleep(0.5)
-    _signal([p for p in workers if _alive(p)], signal.SIGKILL)
+    _signal([p for p in workers if tracking.pid_alive(p)], signal.SIGKILL)
     for p in workers:  # reap what we can, so that settle_stuck sees them gone
         with contextlib.suppress(ChildProcessError, OSError):
             os.waitpid(p, os.WNOHANG)
     time.sleep(0.2)
     tracking.settle_stuck(uri, tracking.sweep_runs(uri, experiment, sweep_id))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return not os.path.isdir("/proc")
 
 
 @contextlib.contextmanager

@@ -461,18 +461,6 @@ def _worker() -> dict[str, Any]:
     return {"host": socket.gethostname(), "pid": os.getpid()}
 
 
-def _alive(pid: Any) -> bool:
-    if os.name == "nt" or not isinstance(pid, int) or pid <= 0:
-        return True  # cannot tell: assume it is
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # e.g. EPERM: it exists, owned by someone else
-        return True
-    return True
-
-
 def _fail_stale(study: Any, storage: Storage, plan: LossPlan, experiment_id: str, printer: Printer) -> None:
     """Fail the trials that a dead worker left RUNNING and queue each again; their MLflow runs end KILLED.
 
@@ -492,7 +480,9 @@ def _fail_stale(study: Any, storage: Storage, plan: LossPlan, experiment_id: str
         me = _worker()
         for t in running.values():
             w = t.user_attrs.get(ATTR_WORKER) or {}
-            if w.get("host") == me["host"] and (w.get("pid") == me["pid"] or not _alive(w.get("pid"))):
+            pid = w.get("pid")
+            gone = isinstance(pid, int) and pid > 0 and not tracking.pid_alive(pid)
+            if w.get("host") == me["host"] and (pid == me["pid"] or gone):
                 _retry(study, study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True))
     uri = str(plan.cfg.tracking.uri)
     client = tracking.client(uri)
@@ -500,13 +490,9 @@ def _fail_stale(study: Any, storage: Storage, plan: LossPlan, experiment_id: str
         if t.number in running and t.state == TrialState.FAIL:
             pid = (running[t.number].user_attrs.get(ATTR_WORKER) or {}).get("pid")
             printer(f"{plan.loss}  #{t.number}  was left running by a stopped worker (pid {pid}); it runs again")
-            flt = f"tags.{S.TAG_STUDY} = {_filter_value(plan.study_name)} and tags.{S.TAG_TRIAL} = '{t.number}'"
+            flt = f"tags.{S.TAG_STUDY} = {tracking.filter_value(plan.study_name)} and tags.{S.TAG_TRIAL} = '{t.number}'"
             for run in client.search_runs([experiment_id], filter_string=f"{flt} and attributes.status = 'RUNNING'"):
                 tracking.Run(uri, run.info.run_id).end("KILLED")  # as an interrupted run ends
-
-
-def _filter_value(s: str) -> str:
-    return f'"{s}"' if "'" in s else f"'{s}'"
 
 
 # ---------------------------------------------------------------------------- trials
@@ -679,7 +665,7 @@ def record_best(outcome: LossOutcome, plan: LossPlan, uri: str, experiment_id: s
     Call it under the study's lock, with ``outcome`` filled from the study inside that lock.
     """
     client = tracking.client(uri)
-    flt = f"tags.{S.TAG_STUDY} = {_filter_value(outcome.study_name)} and tags.{TAG_BEST} = 'true'"
+    flt = f"tags.{S.TAG_STUDY} = {tracking.filter_value(outcome.study_name)} and tags.{TAG_BEST} = 'true'"
     for run in client.search_runs([experiment_id], filter_string=flt, max_results=1000):
         if run.info.run_id != outcome.best_run_id:
             client.delete_tag(run.info.run_id, TAG_BEST)
