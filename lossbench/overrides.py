@@ -96,14 +96,15 @@ def _chosen(group: str, parsed: Sequence[Any], config_dir: Path) -> list[str]:
     for o in parsed:
         if o.key_or_group == group and not o.is_delete():
             return names(o, sorted(p.stem for p in (config_dir / group).glob("*.yaml")))
-    for entry in _load(config_dir / "train.yaml").get("defaults", []):
+    for entry in load_config(config_dir / "train.yaml").get("defaults", []):
         if isinstance(entry, dict) and group in entry and entry[group]:
             return [str(entry[group])]
     return []
 
 
 @functools.cache
-def _load(path: Path) -> dict[str, Any]:
+def load_config(path: Path) -> dict[str, Any]:
+    """A config file's YAML, read once per process."""
     import yaml
 
     return yaml.safe_load(path.read_text()) or {}
@@ -111,7 +112,7 @@ def _load(path: Path) -> dict[str, Any]:
 
 def _group_config(config_dir: Path, group: str, name: str) -> dict[str, Any]:
     """A group's config with the configs its ``defaults`` list pulls in from the same group."""
-    own = dict(_load(config_dir / group / f"{name}.yaml"))
+    own = dict(load_config(config_dir / group / f"{name}.yaml"))
     merged: dict[str, Any] = {}
     for entry in own.pop("defaults", []) or []:
         if isinstance(entry, str) and entry != "_self_" and (config_dir / group / f"{entry}.yaml").exists():
@@ -127,7 +128,7 @@ def check_keys(argv: Sequence[str], config_dir: str | Path) -> None:
     parsed = [parse(arg) for arg in argv if is_override(arg)]
     if any(o.key_or_group == "experiment" for o in parsed):
         return  # an experiment may pick other configs: Hydra's own check stands
-    top = set(_load(config_dir / "train.yaml")) - {"defaults", "hydra"}
+    top = set(load_config(config_dir / "train.yaml")) - {"defaults", "hydra"}
     for o in parsed:
         k = o.key_or_group
         if k == "hydra.launcher.n_jobs" and not o.is_sweep_override():
@@ -163,4 +164,4 @@ def check_keys(argv: Sequence[str], config_dir: str | Path) -> None:
                 node = node[part]
 
 
-__all__ = ["GROUPS", "check_choices", "check_keys", "is_override", "key", "names", "parse"]
+__all__ = ["GROUPS", "check_choices", "check_keys", "is_override", "key", "load_config", "names", "parse"]

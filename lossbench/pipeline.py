@@ -27,7 +27,6 @@ import traceback
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -273,8 +272,7 @@ def _check_trainer(t: Mapping[str, Any]) -> None:
         )
     if accelerator == "mps" and not torch.backends.mps.is_available():
         raise ParameterError("trainer.accelerator=mps, but this machine has no Apple GPU. Use trainer.accelerator=auto.")
-    known = {k for f in (CONFIG_DIR / "trainer").glob("*.yaml") for k in _yaml_keys(f)}
-    extra = sorted(set(t) - known)
+    extra = sorted(set(t) - _trainer_keys())
     if extra:  # a +trainer.<arg>: Lightning's signature says which it takes
         import inspect
 
@@ -290,10 +288,11 @@ def _check_trainer(t: Mapping[str, Any]) -> None:
 
 
 @functools.cache
-def _yaml_keys(path: Path) -> frozenset[str]:
-    import yaml
+def _trainer_keys() -> frozenset[str]:
+    """The keys the shipped trainer configs set: Lightning arguments known to be fine."""
+    from .overrides import load_config
 
-    return frozenset((yaml.safe_load(path.read_text()) or {}).keys()) - {"defaults"}
+    return frozenset(k for f in (CONFIG_DIR / "trainer").glob("*.yaml") for k in load_config(f)) - {"defaults"}
 
 
 def prepare(cfg: DictConfig | Mapping[str, Any]) -> Prepared:
