@@ -8,8 +8,11 @@ its traceback.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
-from collections.abc import Iterable
+import os
+import sys
+from collections.abc import Iterable, Iterator
 
 
 class LossbenchError(ValueError):
@@ -52,3 +55,31 @@ def unknown_name(kind: str, name: str, choices: Iterable[str], hint: str = "") -
     if hint:
         msg += f" {hint}"
     return UnknownNameError(msg)
+
+
+@contextlib.contextmanager
+def command_exits(interrupted: str | None = None) -> Iterator[None]:
+    """Around a command's work: a :class:`LossbenchError` prints one line and exits 2
+    (``LOSSBENCH_DEBUG=1`` re-raises it); with ``interrupted``, Ctrl-C prints it and exits 130."""
+    try:
+        yield
+    except LossbenchError as exc:
+        if os.environ.get("LOSSBENCH_DEBUG"):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        if interrupted is None:
+            raise
+        print(f"\nInterrupted: {interrupted}", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def refuse_multirun(message: str) -> None:
+    """Exit 2 with ``message`` when a command that runs its own sweep is started with -m."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2)

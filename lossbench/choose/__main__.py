@@ -9,16 +9,14 @@ shows the traceback); Ctrl-C records the runs in training as KILLED and exits wi
 
 from __future__ import annotations
 
-import os
 import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from ..configs import CONFIG_DIR
-from ..errors import LossbenchError
+from ..errors import LossbenchError, command_exits, refuse_multirun
 
 _MULTIRUN = (
     "python -m lossbench.choose runs its own sweep and takes no -m/--multirun; run it once per data set."
@@ -27,23 +25,11 @@ _MULTIRUN = (
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="choose")
 def _app(cfg: DictConfig) -> None:
-    from ..pipeline import Interrupted
     from .flow import run_choose
 
-    if HydraConfig.get().mode == RunMode.MULTIRUN:
-        print(f"error: {_MULTIRUN}", file=sys.stderr)
-        raise SystemExit(2)
-    try:
+    refuse_multirun(_MULTIRUN)
+    with command_exits("the runs in training are recorded as KILLED; run the same command again to go on."):
         outcome = run_choose(list(HydraConfig.get().overrides.task))
-    except LossbenchError as exc:
-        if os.environ.get("LOSSBENCH_DEBUG"):
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except (KeyboardInterrupt, Interrupted):
-        print("\nInterrupted: the runs in training are recorded as KILLED; run the same command again to go on.",
-              file=sys.stderr)
-        raise SystemExit(130) from None
     if outcome.report is None:
         return
     paths = outcome.report

@@ -7,14 +7,11 @@ set ``LOSSBENCH_DEBUG=1`` to see the traceback too.
 
 from __future__ import annotations
 
-import os
-import sys
-
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from ..configs import CONFIG_DIR
-from ..errors import LossbenchError
+from ..errors import command_exits
 from .build import build_report
 
 
@@ -22,14 +19,9 @@ from .build import build_report
 def main(cfg: DictConfig) -> None:
     opts = cfg.report
     formats = OmegaConf.to_container(opts.formats) if OmegaConf.is_list(opts.formats) else [opts.formats]
-    try:
+    with command_exits():
         paths = build_report(cfg.tracking.experiment_name, cfg.tracking.uri, opts.out_dir, alpha=opts.alpha,
                              formats=formats, max_curve_runs=opts.max_curve_runs, appendix=bool(opts.appendix))
-    except LossbenchError as exc:
-        if os.environ.get("LOSSBENCH_DEBUG"):
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
     print(f"Report on experiment '{cfg.tracking.experiment_name}' written to {paths.out_dir}:")
     for path in (paths.html, paths.markdown, paths.summary):
         if path is not None:

@@ -9,17 +9,15 @@ options are the ``search`` node (``--cfg job`` prints it). Exit status: 2 for a 
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Sequence
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from ..configs import CONFIG_DIR
-from ..errors import LossbenchError
+from ..errors import LossbenchError, command_exits, refuse_multirun
 from .study import LossOutcome, normalize_overrides, run_search
 
 _MULTIRUN = (
@@ -30,20 +28,10 @@ _MULTIRUN = (
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="search")
 def _app(cfg: DictConfig) -> None:
-    if HydraConfig.get().mode == RunMode.MULTIRUN:
-        print(f"error: {_MULTIRUN}", file=sys.stderr)
-        raise SystemExit(2)
-    try:
+    refuse_multirun(_MULTIRUN)
+    again = "run the same command again to run it anew and continue the studies."
+    with command_exits(f"the running trial is recorded as KILLED in MLflow; {again}"):
         outcomes = run_search(list(HydraConfig.get().overrides.task))
-    except LossbenchError as exc:
-        if os.environ.get("LOSSBENCH_DEBUG"):
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except KeyboardInterrupt:
-        again = "run the same command again to run it anew and continue the studies."
-        print(f"\nInterrupted: the running trial is recorded as KILLED in MLflow; {again}", file=sys.stderr)
-        raise SystemExit(130) from None
     print_summary(outcomes, str(cfg.tracking.uri))
     if any(o.errors for o in outcomes):  # a trial failed with an error (not a divergence)
         raise SystemExit(1)
