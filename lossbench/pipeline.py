@@ -298,6 +298,7 @@ def _trainer_keys() -> frozenset[str]:
 def prepare(cfg: DictConfig | Mapping[str, Any]) -> Prepared:
     """Everything up to (not including) training. Every user mistake surfaces here."""
     from .losses import validation
+    from .models.networks import resolve_head, with_head
     from .models.outputs import adapt, num_outputs, output_kind
     from .registry import loss_info
 
@@ -324,7 +325,10 @@ def prepare(cfg: DictConfig | Mapping[str, Any]) -> Prepared:
     kind = output_kind(tuple(loss.tasks), info.task)
 
     model_name, model_cfg = _split_name(c["model"], "model")
+    head = resolve_head(model_cfg.pop("head", "auto"), loss_info(loss_name).head, loss_name)
     net = _instantiate("model", model_name, model_cfg, input_shape=tuple(info.input_shape), num_outputs=num_outputs(kind, info))
+    net = with_head(net, head)
+    c["model"]["head"] = head  # recorded as resolved; the batched engine groups by it
 
     opt_cfg = dict(c["optimizer"])
     opt_name = opt_cfg.pop("name", "optimizer")

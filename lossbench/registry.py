@@ -34,6 +34,9 @@ TRAITS = (
     "calibrated",
 )
 REDUCTIONS = ("mean", "sum", "none")
+# The last layers a loss may ask of the model: "linear" (any logits) or "normed", a cosine
+# classifier whose outputs lie in [-1, 1] and which the loss scales itself (LDAM's s).
+HEADS = ("linear", "normed")
 BUILTIN_SOURCE = "lossbench (built-in)"
 ENTRY_POINT_GROUP = "lossbench.losses"
 
@@ -142,6 +145,7 @@ class LossSpec:
     params: tuple[Param, ...] = ()
     traits: frozenset[str] = frozenset()
     needs: tuple[str, ...] = ()  # names of params the data must supply (e.g. class_counts)
+    head: str = "linear"  # the last layer the loss needs the model to end in (see HEADS)
     description: str = ""
     reference: str = ""
     aliases: tuple[str, ...] = ()
@@ -171,6 +175,7 @@ class LossSpec:
             "params": [p.as_dict() for p in self.params],
             "traits": sorted(self.traits),
             "needs": list(self.needs),
+            "head": self.head,
             "description": self.description,
             "reference": self.reference,
             "aliases": list(self.aliases),
@@ -329,6 +334,7 @@ def register_loss(
     params: Sequence[Param] = (),
     traits: Sequence[str] = (),
     needs: Sequence[str] = (),
+    head: str = "linear",
     description: str = "",
     reference: str = "",
     aliases: Sequence[str] = (),
@@ -344,6 +350,8 @@ def register_loss(
     Every loss takes ``reduction`` in ``"mean" | "sum" | "none"``; it is added to
     ``params`` here, so specs do not repeat it.
     """
+    if head not in HEADS:
+        raise ValueError(f"loss '{name}': head must be one of {HEADS}, got {head!r}.")
     all_params = list(params)
     if not any(p.name == "reduction" for p in all_params):
         all_params.append(Param("reduction", "mean", "str", choices=REDUCTIONS, help="how per-sample losses combine"))
@@ -367,6 +375,7 @@ def register_loss(
                 params=tuple(all_params),
                 traits=frozenset(traits),
                 needs=tuple(needs),
+                head=head,
                 description=description,
                 reference=reference,
                 aliases=tuple(aliases),

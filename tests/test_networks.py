@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from lossbench.errors import DataError, LossbenchError, ParameterError
-from lossbench.models.networks import MLP, NormedLinear, ResNet18, ResNet32, SmallCNN
+from lossbench.models.networks import MLP, LinearNet, NormedLinear, ResNet18, ResNet32, SmallCNN, resolve_head, with_head
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 NETWORKS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))  # the names model=<name> takes
@@ -25,6 +25,7 @@ def build_network(name: str, input_shape, num_outputs: int) -> nn.Module:
     """The network of configs/model/<name>.yaml with its file's parameters, as a run builds it."""
     params = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "model" / f"{name}.yaml"))
     params.pop("name")
+    params.pop("head")  # the pipeline's choice, not the network's (networks.with_head)
     return get_class(params.pop("_target_"))(input_shape, num_outputs, **params)
 IMAGE_SHAPES = [(1, 28, 28), (3, 28, 28), (1, 32, 32), (3, 32, 32)]
 FLAT_SHAPE = (20,)
@@ -146,9 +147,9 @@ def test_resnet32_depth_and_feature_map_sizes():
     assert sizes == [(16, 32, 32), (32, 16, 16), (64, 8, 8)]  # the paper's 32x32, 16x16, 8x8 maps
 
 
-def test_resnet32_normed_linear_outputs_cosines():
+def test_resnet32_normed_head_outputs_cosines():
     torch.manual_seed(0)
-    net = ResNet32((3, 32, 32), 5, normed_linear=True)
+    net = with_head(ResNet32((3, 32, 32), 5), "normed")
     assert isinstance(net.fc, NormedLinear)
     feats = []
     net.fc.register_forward_hook(lambda _m, inp, _o: feats.append(inp[0]))
@@ -156,6 +157,41 @@ def test_resnet32_normed_linear_outputs_cosines():
     ref = torch.nn.functional.cosine_similarity(feats[0][:, :, None], net.fc.weight[None], dim=1)
     torch.testing.assert_close(out, ref)
     assert out.abs().max() <= 1 + 1e-6
+
+
+@pytest.mark.parametrize(
+    "make, shape",
+    [
+        (lambda: LinearNet((4,), 3), (4,)),
+        (lambda: MLP((4,), 3, hidden=(8,)), (4,)),
+        (lambda: SmallCNN((1, 8, 8), 3, channels=(4, 8), hidden=16), (1, 8, 8)),
+        (lambda: ResNet32((3, 16, 16), 3), (3, 16, 16)),
+        (lambda: ResNet18((3, 16, 16), 3), (3, 16, 16)),
+    ],
+)
+def test_every_network_takes_a_normed_head_in_place_of_its_last_linear(make, shape):
+    torch.manual_seed(0)
+    net = make()
+    n_linear = sum(isinstance(m, nn.Linear) for m in net.modules())
+    last = [m for m in net.modules() if isinstance(m, nn.Linear)][-1]
+    normed = with_head(net, "normed")
+    assert sum(isinstance(m, nn.Linear) for m in normed.modules()) == n_linear - 1
+    heads = [m for m in normed.modules() if isinstance(m, NormedLinear)]
+    assert len(heads) == 1 and tuple(heads[0].weight.shape) == (last.in_features, last.out_features)
+    normed.eval()
+    out = normed(torch.randn(5, *shape) * 100)
+    assert out.shape == (5, 3) and out.abs().max() <= 1 + 1e-5  # cosines, whatever the input scale
+    assert with_head(make(), "linear").__class__ is type(net)
+
+
+def test_the_head_follows_the_loss_unless_the_user_sets_it():
+    assert resolve_head("auto", "normed", "ldam") == "normed"
+    assert resolve_head("auto", "linear", "focal") == "linear"
+    assert resolve_head("linear", "normed", "ldam") == "linear"  # an ablation stays possible
+    with pytest.raises(LossbenchError, match="model.head=normed .* loss 'focal' does not scale"):
+        resolve_head("normed", "linear", "focal")
+    with pytest.raises(LossbenchError, match="model.head"):
+        resolve_head("cosine", "linear", "focal")
 
 
 # --------------------------------------------------------------------------- ResNet-18
@@ -228,6 +264,7 @@ def test_config_composes_and_instantiates(name):
     assert cfg.name == name
     params = OmegaConf.to_container(cfg, resolve=True)
     params.pop("name")
+    params.pop("head")  # the pipeline's choice, not the network's (networks.with_head)
     shape = (3, 32, 32)
     torch.manual_seed(0)
     net = instantiate(params, input_shape=shape, num_outputs=6)
@@ -245,7 +282,7 @@ def test_config_composes_and_instantiates(name):
 def test_config_override_reaches_the_network():
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
         cfg = compose(overrides=["+model=mlp", "model.hidden=[16,8]", "model.activation=tanh"]).model
-    cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "name"])
+    cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in ("name", "head")])
     net = instantiate(cfg, input_shape=[12], num_outputs=3)  # a list, as Hydra passes it
     widths = [m.out_features for m in net.modules() if isinstance(m, nn.Linear)]
     assert widths == [16, 8, 3]

@@ -749,6 +749,7 @@ def ldam_loss(
         *drw_params(counts=False),
     ],
     needs=("class_counts",),
+    head="normed",  # Cao et al. train LDAM on a cosine classifier; s=30 assumes logits in [-1, 1]
     traits=("convex", "handles_imbalance"),
     function=ldam_loss,
     description="Cross-entropy with larger margins for rarer classes.",
@@ -776,6 +777,11 @@ class LDAMLoss(DeferredReweighting):
         _register(self, "margins", ldam_margins(class_counts, max_m))
         _register(self, "weight", weight)
         self._init_drw("ldam", drw_epoch, drw_beta, class_counts, "weight", weight)
+
+    @property
+    def logit_scale(self) -> float:
+        """The loss trains ``softmax(s * pred)``: the model's probabilities are that too."""
+        return self.s
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return _ldam(pred, target, self.margins, self.s, self._drw_or(self.weight), self.reduction)

@@ -21,7 +21,7 @@ from torch import nn
 from ..constraints import Interval, ListOf, Options
 from ..errors import DataError, LossbenchError
 
-__all__ = ["MLP", "LinearNet", "NormedLinear", "ResNet18", "ResNet32", "SmallCNN"]
+__all__ = ["MLP", "LinearNet", "NormedLinear", "ResNet18", "ResNet32", "SmallCNN", "HEAD", "resolve_head", "with_head"]
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
@@ -183,6 +183,42 @@ class NormedLinear(nn.Module):
         return F.normalize(x, dim=1) @ F.normalize(self.weight, dim=0)
 
 
+# ``model.head``: "auto" gives the loss what it declares it needs (registry.LossSpec.head)
+HEAD = Options("auto", "linear", "normed")
+
+
+def resolve_head(head: str, loss_head: str, loss_name: str) -> str:
+    """The last layer a run's network ends in: the user's ``model.head``, or the loss's need.
+
+    An explicit choice that differs from the loss's need is kept (an ablation is a fair
+    question), but a run that asks for a normed head with a loss that does not scale its
+    inputs trains on logits in [-1, 1], which caps every probability: refuse that.
+    """
+    head = HEAD.check("model.head", head)
+    if head == "auto":
+        return loss_head
+    if head == "normed" and loss_head != "normed":
+        raise LossbenchError(
+            f"model.head=normed gives logits in [-1, 1], but loss '{loss_name}' does not scale them, so its "
+            f"softmax can never be confident. Use model.head=auto (what the loss needs) or model.head=linear."
+        )
+    return head
+
+
+def with_head(net: nn.Module, head: str) -> nn.Module:
+    """``net`` ending in the requested head: for ``"normed"``, its last ``nn.Linear`` becomes a
+    :class:`NormedLinear` of the same shape (every lossbench network ends in one)."""
+    if head == "linear":
+        return net
+    last = [(name, m) for name, m in net.named_modules() if isinstance(m, nn.Linear)]
+    if not last:
+        raise LossbenchError(f"{type(net).__name__} has no linear last layer to turn into a {head} head.")
+    name, linear = last[-1]
+    parent = net.get_submodule(name.rpartition(".")[0]) if "." in name else net
+    setattr(parent, name.rpartition(".")[2], NormedLinear(linear.in_features, linear.out_features))
+    return net
+
+
 class _BasicBlock(nn.Module):
     """Two 3x3 convs with a shortcut; the shortcut that changes shape is parameter-free
     (option A of He et al.: subsample by 2 and zero-pad the new channels)."""
@@ -220,12 +256,11 @@ class ResNet32(nn.Module):
     Conv weights get He (Kaiming) normal initialisation (He et al., "Delving Deep into
     Rectifiers", ICCV 2015).
 
-    Args:
-        normed_linear: use a cosine classifier (:class:`NormedLinear`) as the last layer;
-            its outputs are cosines in [-1, 1], meant for a loss that scales them (LDAM).
+    The cosine classifier LDAM needs replaces the last layer through ``model.head``
+    (:func:`with_head`), as for every network.
     """
 
-    def __init__(self, input_shape: Sequence[int], num_outputs: int, normed_linear: bool = False):
+    def __init__(self, input_shape: Sequence[int], num_outputs: int):
         super().__init__()
         c, _, _ = _image_shape(input_shape, "resnet32")
         out = _num_outputs(num_outputs, "resnet32")
@@ -238,7 +273,7 @@ class ResNet32(nn.Module):
             stages.append(nn.Sequential(*blocks))
             cin = cout
         self.stages = nn.Sequential(*stages)
-        self.fc: nn.Module = NormedLinear(64, out) if normed_linear else nn.Linear(64, out)
+        self.fc = nn.Linear(64, out)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

@@ -69,8 +69,8 @@ def evaluate(
         if kind == "binary":
             p1 = torch.sigmoid(pred)
             probs = torch.stack([1 - p1, p1], dim=1)
-        else:
-            probs = torch.softmax(out, dim=1)
+        else:  # a loss that scales its logits (LDAM's s) predicts softmax(scale * out)
+            probs = torch.softmax(out * getattr(loss_fn, "logit_scale", 1.0), dim=1)
         metrics.update(M.classification_metrics(probs.cpu(), y.cpu(), info.class_counts))
         if per_class:
             table = M.per_class_table(probs.cpu(), y.cpu(), info.class_counts)
