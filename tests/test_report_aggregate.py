@@ -15,7 +15,7 @@ import pytest
 from scipy import stats
 
 from lossbench.errors import LossbenchError
-from lossbench.report.analysis import analyze
+from lossbench.report.recommend import analyze
 from lossbench.report.ranking import loss_complexity
 from lossbench.report.scenarios import data_axes, normalize_groups, scenario_settings
 from lossbench.report.stats import holm, mean_ci, paired_test

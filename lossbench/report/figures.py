@@ -25,7 +25,7 @@ from .scenarios import data_axes, dataset_names, short_labels
 from .table import as_text, number
 
 if TYPE_CHECKING:
-    from .analysis import Analysis, ScenarioResult
+    from .recommend import Analysis, ScenarioResult
     from .ranking import VariantStats
 
 DPI = 90

@@ -14,7 +14,7 @@ import pandas as pd
 from .table import PARAM_PREFIX, as_text, is_missing, mode_value
 
 if TYPE_CHECKING:
-    from .analysis import ScenarioResult
+    from .recommend import ScenarioResult
     from .ranking import Standing
 
 DATA_TRAITS = ("outlier_fraction", "imbalance_ratio", "label_noise")

@@ -15,7 +15,7 @@ import pandas as pd
 
 from .. import schema
 from . import figures, words
-from .analysis import Analysis, ScenarioResult
+from .recommend import Analysis, ScenarioResult
 from .compare import AcrossScenarios, Disagreement
 from .ranking import Standing, VariantStats
 from .scenarios import DATA_TRAITS, data_traits, normalize_groups, settings_text, trait_findings

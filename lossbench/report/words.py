@@ -7,10 +7,9 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .analysis import ComboResult, ComboVerdict, ScenarioResult
 from .compare import AcrossScenarios, Disagreement
 from .ranking import FlagKind, LossResult, Standing, VariantStats
-from .recommend import NOTES, Reason, Verdict, Why
+from .recommend import NOTES, ComboResult, ComboVerdict, Reason, ScenarioResult, Verdict, Why
 
 if TYPE_CHECKING:
     from .scenarios import TraitFinding
