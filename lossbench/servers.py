@@ -113,6 +113,7 @@ class Postgres:
     user: str = "postgres"
     database: str = "mlflow"
     _as: dict = field(default_factory=dict, repr=False)  # subprocess kwargs that run as the postgres user
+    stopped_pid: int | None = field(default=None, repr=False)  # the postmaster :meth:`stop` stopped
 
     @property
     def data(self) -> Path:
@@ -141,7 +142,7 @@ class Postgres:
     def stop(self) -> None:
         """Stop the server (fast, then immediate, then SIGKILL) and remove its folder."""
         pg_ctl = pg_bin("pg_ctl")
-        pid = self.postmaster_pid()
+        pid = self.stopped_pid = self.postmaster_pid()
         if pid is not None and pg_ctl:
             for mode in ("fast", "immediate"):
                 with contextlib.suppress(subprocess.TimeoutExpired, OSError):

@@ -393,15 +393,25 @@ class Run:
         self.uri, self.run_id, self.artifact_uri = uri, run_id, artifact_uri
         self.status: str | None = None  # set by end()
         self._client = client(uri)
+        self._monitor: SystemMetrics | None = None
 
     @classmethod
     @_deferring
     def start(
-        cls, uri: str, experiment_id: str, name: str, tags: Mapping[str, Any], params: Mapping[str, Any]
+        cls, uri: str, experiment_id: str, name: str, tags: Mapping[str, Any], params: Mapping[str, Any],
+        *, system_metrics: bool | None = None,
     ) -> Run:
-        """Create a RUNNING run with its tags and params."""
+        """Create a RUNNING run with its tags and params.
+
+        ``system_metrics`` (None: the run's ``tracking.system_metrics`` param) also records
+        MLflow's ``system/*`` metrics (CPU, memory, disk, network, GPU) until :meth:`end`.
+        """
         from mlflow.entities import Param
 
+        if system_metrics is None:
+            system_metrics = _truthy(params.get(SYSTEM_METRICS_KEY))
+        if system_metrics:
+            check_system_metrics()  # before the run exists
         c = client(uri)
         tags = {**context_tags(), **{k: str(v) for k, v in tags.items() if v is not None}}
         info = c.create_run(experiment_id, run_name=name, tags=tags).info
@@ -409,6 +419,8 @@ class Run:
         items = [Param(k, _param_str(v)) for k, v in params.items()]
         for i in range(0, len(items), 100):  # MLflow's batch limit for params
             c.log_batch(run.run_id, params=items[i : i + 100])
+        if system_metrics:
+            run._monitor = SystemMetrics(uri, run.run_id)
         return run
 
     @_deferring
@@ -456,11 +468,60 @@ class Run:
         """Its last metrics and tags in one batch, its artifacts in one upload, then its status."""
         if self.status is not None:
             return
+        if self._monitor is not None:
+            self._monitor.stop()
+            self._monitor = None
         self.log_metrics(metrics, tags=tags)
         if artifacts:
             self.log_files(artifacts)
         self._client.set_terminated(self.run_id, status)
         self.status = status
+
+
+SYSTEM_METRICS_KEY = "tracking.system_metrics"
+
+
+def _truthy(v: Any) -> bool:
+    return v is True or str(v).strip().lower() in ("true", "1", "yes")
+
+
+def check_system_metrics() -> None:
+    """``tracking.system_metrics=true`` needs psutil (MLflow samples the machine with it): say so
+    before anything trains."""
+    try:
+        import psutil  # noqa: F401
+    except ImportError:
+        raise TrackingError(
+            "tracking.system_metrics=true needs psutil, which is not installed. Install it with "
+            "`pip install psutil` (or `pip install 'lossbench[cluster]'`), or drop tracking.system_metrics. "
+            "Nothing was trained."
+        ) from None
+
+
+class SystemMetrics:
+    """MLflow's SystemMetricsMonitor on one run: ``system/*`` metrics, sampled every
+    ``MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`` seconds (MLflow's default 10) in a thread.
+
+    MLflow's monitor drops the samples it took since its last logging step when the run ends
+    (a run shorter than one interval logs nothing), so :meth:`stop` takes one last sample and
+    logs what is pending. A failure here is logged, never fails the run.
+    """
+
+    def __init__(self, uri: str, run_id: str) -> None:
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        self.monitor = SystemMetricsMonitor(run_id, tracking_uri=uri)
+        self.monitor.start()
+
+    def stop(self) -> None:
+        m = self.monitor
+        try:
+            m.finish()
+            m.collect_metrics()
+            m.publish_metrics(m.aggregate_metrics())
+            m.mlflow_logger.flush()
+        except Exception as exc:  # noqa: BLE001 - the run's own record matters more
+            log.warning(f"system metrics of run {m._run_id} not fully recorded: {type(exc).__name__}: {exc}")
 
 
 def _param_str(v: Any) -> str:
@@ -486,6 +547,8 @@ def sweep_runs(uri: str, experiment_name: str, sweep_id: str) -> list[Any]:
 
 __all__ = [
     "Run",
+    "SystemMetrics",
+    "check_system_metrics",
     "client",
     "config_hash",
     "context_tags",

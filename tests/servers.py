@@ -51,6 +51,7 @@ import pytest
 from lossbench.servers import (  # noqa: F401  (re-exported for tests)
     MlflowServer,
     Postgres,
+    _alive,
     _group_alive,
     allowed_hosts,
     free_port,
@@ -79,6 +80,7 @@ def pg_server() -> Iterator[Postgres]:
     require_postgres()
     with postgres() as pg:
         yield pg
+    assert_stopped(pg)
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +90,14 @@ def mlflow_pg_server(pg_server: Postgres, tmp_path_factory) -> Iterator[MlflowSe
     with mlflow_server(pg_server.uri(), art, hosts=allowed_hosts(socket.gethostname())) as srv:
         srv.pg = pg_server
         yield srv
+    assert_stopped(srv)
+
+
+def assert_stopped(what: Postgres | MlflowServer) -> None:
+    """Fail (at teardown) if a stopped server left a process, or PostgreSQL its folder, behind."""
+    if isinstance(what, MlflowServer):
+        assert not group_alive(what.pid), f"the MLflow server's process group {what.pid} outlived its stop"
+    else:
+        assert not what.root.exists(), f"PostgreSQL's folder {what.root} outlived its stop"
+        pid = what.stopped_pid
+        assert pid is None or not _alive(pid), f"PostgreSQL's postmaster {pid} outlived its stop"
