@@ -33,6 +33,48 @@ def preflight(argv: list[str]) -> None:
 
     check_choices(argv, CONFIG_DIR)
     check_keys(argv, CONFIG_DIR)
+    check_launcher(argv)
+
+
+# launchers that come with the cluster extra: config name prefix -> the modules they import
+_EXTRA_LAUNCHERS = {
+    "ray": ("hydra_plugins.hydra_ray_launcher", "ray"),
+    "submitit": ("hydra_plugins.hydra_submitit_launcher", "submitit"),
+}
+
+
+def check_launcher(argv: list[str]) -> None:
+    """``hydra/launcher=ray`` (or ray_gpus, slurm, submitit_*) without the cluster extra: say
+    what to install, instead of Hydra's "Could not find" or an ImportError from a worker."""
+    import importlib.util
+
+    from .errors import ParameterError
+    from .overrides import is_override, load_config, parse
+
+    for arg in argv:
+        if not is_override(arg) or parse(arg).key_or_group != "hydra/launcher":
+            continue
+        name = base = str(parse(arg).value())
+        for _ in range(5):  # our configs extend the plugins' (ray_gpus -> ray, slurm -> submitit_slurm)
+            path = CONFIG_DIR / "hydra" / "launcher" / f"{base}.yaml"
+            defaults = load_config(path).get("defaults") if path.exists() else None
+            if not defaults or not isinstance(defaults[0], str) or defaults[0] == base:
+                break
+            base = defaults[0]
+        modules = next((m for prefix, m in _EXTRA_LAUNCHERS.items() if base.startswith(prefix)), ())
+
+        def missing(module: str) -> bool:
+            try:
+                return importlib.util.find_spec(module) is None
+            except (ImportError, ValueError):  # a parent package missing, or a module blocked
+                return True
+
+        absent = [m for m in modules if missing(m)]
+        if absent:
+            raise ParameterError(
+                f"hydra/launcher={name} needs {' and '.join(absent)}, which this Python does not have. "
+                'Install the cluster extra: pip install "lossbench[cluster]" (in a checkout: pip install -e ".[cluster]").'
+            )
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")

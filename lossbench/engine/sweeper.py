@@ -13,6 +13,7 @@ which splits off any run that turns out not to fit (a data size that differs, sa
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Sequence
@@ -59,12 +60,60 @@ def group_key(cfg: DictConfig) -> tuple[Any, ...] | None:
     )
 
 
-def parallel_workers(launcher_cfg: Any) -> int:
-    """How many group jobs the launcher runs at once, where it says (joblib's n_jobs)."""
+def parallel_workers(launcher_cfg: Any, inner: Launcher | None = None) -> int:
+    """How many group jobs the launcher runs at once: joblib's n_jobs, or the tasks a Ray
+    cluster holds at once (Ray is started here, as its launcher would, to ask it)."""
     n = launcher_cfg.get("n_jobs") if launcher_cfg is not None else None
     if isinstance(n, int) and n != 0:
         return os.cpu_count() or 1 if n < 0 else n
+    if inner is not None and hasattr(inner, "ray_cfg"):
+        return ray_slots(inner.ray_cfg)
     return 1
+
+
+def ray_slots(ray_cfg: Any) -> int:
+    """Tasks of ``hydra.launcher.ray.remote``'s size (default one CPU) the cluster runs at once."""
+    import ray
+    from hydra_plugins.hydra_ray_launcher._launcher_util import start_ray
+
+    start_ray(ray_cfg.init)  # the launcher finds it running and attaches to this one
+    have = ray.cluster_resources()
+    remote = ray_cfg.get("remote") or {}
+    need = {"CPU": remote.get("num_cpus", 1), "GPU": remote.get("num_gpus", 0)}
+    fits = [int(have.get(k, 0) // v) for k, v in need.items() if v]
+    return max(1, min(fits)) if fits else 1
+
+
+def runs_elsewhere(launcher: Launcher) -> bool:
+    """Whether the launcher may run jobs in another working directory, environment or machine
+    (Ray, submitit): not Hydra's basic launcher nor joblib's workers, which inherit both."""
+    return type(launcher).__name__ not in ("BasicLauncher", "JoblibLauncher")
+
+
+def absolute_uri(uri: str) -> str:
+    """A tracking URI that names the same store from any working directory: a relative SQLite
+    file (``sqlite:///mlflow.db``, the default) or local path made absolute from this one."""
+    if uri.startswith("sqlite:///"):
+        path = uri[len("sqlite:///") :]
+        if path and path != ":memory:" and not os.path.isabs(path):
+            return "sqlite:///" + os.path.abspath(path)
+        return uri
+    if uri and "://" not in uri and not uri.startswith("file:"):
+        return os.path.abspath(uri)
+    return uri
+
+
+def _quoted(value: str) -> str:
+    """A value as a quoted Hydra override value (a path may hold spaces, commas or '=')."""
+    return "'" + value.replace("'", "\\'") + "'"
+
+
+def pin_tracking(overrides: Sequence[str], uri: str | None) -> list[str]:
+    """The job's overrides with ``tracking.uri`` set to the store the driver resolved."""
+    if uri is None:
+        return list(overrides)
+    kept = [o for o in overrides if o.lstrip("+").split("=", 1)[0] != "tracking.uri"]
+    return [*kept, f"tracking.uri={_quoted(uri)}"]
 
 
 class GroupingLauncher(Launcher):
@@ -80,11 +129,16 @@ class GroupingLauncher(Launcher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         assert self.sweeper.config is not None
         max_group = self.sweeper.max_group
-        workers = parallel_workers(self.sweeper.config.hydra.get("launcher"))
+        workers = parallel_workers(self.sweeper.config.hydra.get("launcher"), self.inner)
+        # a task on another node, or in a Ray worker's working directory, gets the store this
+        # process resolved and created (its environment's MLFLOW_TRACKING_URI, its own folder)
+        elsewhere = runs_elsewhere(self.inner)
         by_key: dict[Any, list[tuple[int, list[str]]]] = {}
         alone: list[list[str]] = []
         for i, overrides in enumerate(job_overrides):
             key = self.sweeper.keys.get(tuple(overrides))
+            if elsewhere:
+                overrides = pin_tracking(overrides, self.sweeper.uris.get(tuple(overrides)))
             if key is None:
                 alone.append(list(overrides))
             else:
@@ -104,6 +158,9 @@ class GroupingLauncher(Launcher):
                 sizes.append(len(part))
         jobs.extend(alone)
         sizes.extend([1] * len(alone))
+        if elsewhere:  # its job folders under the sweep folder this process made, not the worker's
+            sweep_dir = os.path.abspath(str(self.sweeper.config.hydra.sweep.dir))
+            jobs = [[*job, f"hydra.sweep.dir={_quoted(sweep_dir)}"] for job in jobs]
         if any(s > 1 for s in sizes):
             log.info(
                 f"lossbench engine: {len(job_overrides)} jobs as {len(jobs)} group job(s) "
@@ -131,6 +188,7 @@ class LossbenchSweeper(Sweeper):
         super().__init__()
         self.max_batch_size, self.params = max_batch_size, params
         self.keys: dict[tuple[str, ...], Any] = {}
+        self.uris: dict[tuple[str, ...], str] = {}  # each job's tracking.uri, absolute, as resolved here
         self.max_group: int | None = 256
         self.config: DictConfig | None = None
         self.hydra_context: Any = None
@@ -156,6 +214,8 @@ class LossbenchSweeper(Sweeper):
         composer = JobComposer(self.hydra_context.config_loader, self.config)
         for overrides in batch:
             cfg = composer(list(overrides), keep=True)
+            with contextlib.suppress(Exception):  # a job with no valid store reports it when it runs
+                self.uris[tuple(overrides)] = absolute_uri(str(cfg.tracking.uri))
             try:
                 key = group_key(cfg)
                 self.max_group = engine_settings(cfg)[1]

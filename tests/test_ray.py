@@ -1,0 +1,191 @@
+"""Sweeps on a real Ray cluster through ``hydra/launcher=ray``.
+
+The module starts one Ray head (``ray start --head --block``, two CPUs, on 127.0.0.1) in its
+own process group and working folder; each sweep attaches to it by address from another
+folder, as a user's driver on a login node would. The head is stopped by signalling its
+process group, and the module checks that no process of it (raylet, gcs_server, a worker)
+is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from lossbench import schema as S
+from lossbench import tracking
+from lossbench.engine.stop import descendants
+from lossbench.servers import free_port
+
+SWEEP = ["loss=mse,l1", "seed=0,1", "data=regression_outliers", "data.n_samples=150", "model=linear", "trainer.max_epochs=1"]
+EXPECTED = sorted((loss, seed) for loss in ("mse", "l1") for seed in ("0", "1"))
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "LOSSBENCH_DEBUG", "RAY_ADDRESS")}
+    env["MPLBACKEND"] = "Agg"
+    env.update(extra)
+    return env
+
+
+def test_ray_launcher_without_ray_names_the_extra_to_install(tmp_path):
+    # Ray is installed wherever this suite runs (the dev extra pulls the cluster extra), so
+    # "not installed" is made real for one interpreter: sys.modules['ray'] = None makes every
+    # `import ray` in it fail as for a missing package. What is tested is our message.
+    code = (
+        "import runpy, sys; sys.modules['ray'] = None; "
+        "sys.argv = ['lossbench', '-m', 'hydra/launcher=ray', 'loss=mse,l1']; "
+        "runpy.run_module('lossbench', run_name='__main__')"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert 'pip install "lossbench[cluster]"' in r.stderr and "hydra/launcher=ray needs ray" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing started: no store, no sweep folder
+
+
+@dataclass
+class RayHead:
+    address: str
+    pgid: int
+    cwd: Path
+    temp: Path
+    log: Path
+
+
+def _ours(temp: Path) -> list[int]:
+    """Live processes whose command line names this head's temp folder (raylet, gcs_server, ...)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                cmd = Path(f"/proc/{entry}/cmdline").read_bytes()
+                state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+                if str(temp).encode() in cmd and state != "Z":
+                    found.append(int(entry))
+    return found
+
+
+def _gone(pids: list[int]) -> bool:
+    return not any(tracking.pid_alive(p) for p in pids)
+
+
+@pytest.fixture(scope="module")
+def ray_head() -> Iterator[RayHead]:
+    # a short temp folder: Ray's unix sockets live under it, and their paths are capped at 107 bytes.
+    # RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=0: on SIGTERM `ray start --block` would otherwise drain
+    # the node for 30 s (for Ray Serve) before it stops its processes
+    temp = Path(tempfile.mkdtemp(prefix="lbray-"))
+    cwd, log = temp / "head-cwd", temp / "head.log"
+    cwd.mkdir()
+    port = free_port()
+    argv = [
+        str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
+        "--port", str(port), "--num-cpus", "2", "--num-gpus", "0", "--object-store-memory", str(100 * 2**20),
+        "--temp-dir", str(temp / "r"), "--include-dashboard", "false", "--disable-usage-stats",
+        "--ray-client-server-port", str(free_port()), "--dashboard-agent-listen-port", str(free_port()),
+    ]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=_env(RAY_TMPDIR=str(temp / "r"), RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0"),
+                                start_new_session=True)
+    head = RayHead(f"127.0.0.1:{port}", proc.pid, cwd, temp, log)
+    pids: list[int] = []
+    try:
+        deadline = time.monotonic() + 180
+        while "Ray runtime started" not in log.read_text(errors="replace"):
+            assert proc.poll() is None and time.monotonic() < deadline, f"the Ray head did not start:\n{log.read_text()[-3000:]}"
+            time.sleep(0.5)
+        yield head
+    finally:
+        pids = [proc.pid, *descendants(proc.pid), *_ours(temp)]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while not (_gone(pids) and not _ours(temp)) and time.monotonic() < deadline:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=0.5)
+        left = [p for p in pids if tracking.pid_alive(p)] + _ours(temp)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        for p in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGKILL)
+        proc.wait(timeout=30)
+        shutil.rmtree(temp, ignore_errors=True)
+        assert not left, f"processes of the Ray head outlived SIGTERM to its group: {left}"
+    assert _gone(pids) and not _ours(temp)
+
+
+def _sweep(head: RayHead, cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    cwd.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "lossbench", "-m", "hydra/launcher=ray", f"hydra.launcher.ray.init.address={head.address}",
+            *SWEEP, *args]
+    r = subprocess.run(argv, cwd=cwd, env=env or _env(), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert "object_store_memory" not in r.stderr
+    return r
+
+
+def _check_store(uri: str, experiment: str) -> None:
+    """Every job once, FINISHED, a child of the sweep's one FINISHED parent run."""
+    c = tracking.client(uri)
+    exp = c.get_experiment_by_name(experiment)
+    assert exp is not None
+    runs = c.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get(S.TAG_KIND) == "sweep"]
+    jobs = [r for r in runs if S.TAG_KIND not in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert sorted((r.data.tags[S.TAG_LOSS], r.data.tags[S.TAG_SEED]) for r in jobs) == EXPECTED  # each exactly once
+    assert {r.info.status for r in jobs} == {"FINISHED"}
+    assert {r.data.tags.get(S.TAG_PARENT) for r in jobs} == {parents[0].info.run_id}
+    assert {r.data.tags.get(S.TAG_SWEEP) for r in jobs} == {parents[0].data.tags.get(S.TAG_SWEEP)}
+    # a Ray task trained a group: two CPUs, so the four runs went as two stacked groups of two
+    assert {r.data.tags.get(S.TAG_ENGINE) for r in jobs} == {"batched"}
+    assert sorted(r.data.tags.get(S.TAG_GROUP_SIZE) for r in jobs) == ["2"] * 4
+
+
+@pytest.mark.slow
+def test_sweep_attached_to_a_ray_cluster_writes_every_run_once_to_the_drivers_store(ray_head, tmp_path):
+    driver = tmp_path / "driver"
+    r = _sweep(ray_head, driver, "tracking.experiment_name=ray-sqlite")
+    assert "done: 4 finished" in r.stderr
+    # the default store, sqlite:///mlflow.db, is the driver's file, not one in the workers' folder
+    _check_store(f"sqlite:///{driver / 'mlflow.db'}", "ray-sqlite")
+    assert list(ray_head.cwd.iterdir()) == []
+    assert len(list(driver.glob("multirun/*/*/*/.hydra/config.yaml"))) == 2  # the two group jobs' folders
+
+
+@pytest.mark.slow
+def test_ray_sweep_into_a_postgres_backed_mlflow_server_reads_back_with_the_report(ray_head, tmp_path):
+    pytest.importorskip("psycopg")
+    from servers import allowed_hosts, mlflow_server, postgres, require_postgres
+
+    require_postgres()
+    import socket
+
+    with postgres() as pg, mlflow_server(pg.uri(), tmp_path / "artifacts", hosts=allowed_hosts(socket.gethostname())) as srv:
+        # the server's address is in the driver's environment only: the Ray head never saw it
+        r = _sweep(ray_head, tmp_path / "driver", "tracking.experiment_name=ray-pg", env=_env(MLFLOW_TRACKING_URI=srv.url))
+        assert "done: 4 finished" in r.stderr and srv.url in r.stderr
+        _check_store(srv.url, "ray-pg")
+        assert list(ray_head.cwd.iterdir()) == [] and not (tmp_path / "driver" / "mlflow.db").exists()
+        out = tmp_path / "report"
+        rep = subprocess.run(
+            [sys.executable, "-m", "lossbench.report", f"tracking.uri={srv.url}", "tracking.experiment_name=ray-pg",
+             f"report.out_dir={out}"],
+            cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300,
+        )
+        assert rep.returncode == 0, rep.stderr[-3000:]
+        md = (out / "report.md").read_text(encoding="utf-8")
+        assert "mse" in md and "l1" in md and "regression_outliers" in md
