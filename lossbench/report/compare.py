@@ -97,10 +97,6 @@ class AcrossScenarios:
     alpha: float
 
     @property
-    def testable(self) -> bool:
-        return self.test is not None
-
-    @property
     def significant(self) -> bool:
         return self.test is not None and self.test.p < self.alpha
 

@@ -191,8 +191,9 @@ def prepare(table: pd.DataFrame) -> pd.DataFrame:
     loss_cols = [c for c in df.columns if c.startswith("params.loss.") and c != "params.loss.name"]
     if loss_cols and (df["loss_params"] == "{}").any():  # fall back on the flattened config
         flat = df[loss_cols].rename(columns=lambda c: c.removeprefix("params.loss.")).astype(object)
-        fallback = [json.dumps({k: _logged(v) for k, v in row.items() if not is_missing(v)}, sort_keys=True)
-                    for row in flat.to_dict("records")]
+        # a logged param string back to a number where it is one
+        fallback = [json.dumps({k: v if (n := number(v)) is None else n for k, v in row.items() if not is_missing(v)},
+                               sort_keys=True) for row in flat.to_dict("records")]
         df["loss_params"] = df["loss_params"].where(df["loss_params"] != "{}", pd.Series(fallback, index=df.index))
     # the task, the objective and its direction: the most common per scenario, else defaults
     per = df.groupby("scenario", sort=False)[["task", "objective", "objective_mode"]].agg(mode_value)
@@ -235,12 +236,6 @@ def split_invalid_jobs(table: pd.DataFrame) -> tuple[pd.DataFrame, list[dict[str
              "error": (text(r, "error_message").splitlines() or [""])[0][:300]}
             for _, r in table[bad].iterrows()]
     return table[~bad].drop(columns="invalid_job").reset_index(drop=True), jobs
-
-
-def _logged(v: Any) -> Any:
-    """A logged param string back to a number where it is one."""
-    n = number(v) if isinstance(v, str) else None
-    return v if n is None else n
 
 
 def _seed_text(x: Any) -> str:
