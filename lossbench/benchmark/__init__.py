@@ -1,6 +1,6 @@
-"""lossbench's own benchmark: ``python -m lossbench.benchmark {losses,train,startup,report,sweep,all}``.
+"""lossbench's own benchmark: ``python -m lossbench.benchmark {losses,train,startup,report,sweep,choose,all}``.
 
-Machines are shared and absolute times drift, so every figure that matters is a *ratio* of
+Machines are shared and absolute times drift, so every timing that matters is a *ratio* of
 two things timed alternately (A B A B ...) in the same process, reported as the median of
 the pairwise ratios, with the absolute medians printed beside it for context.
 
@@ -13,6 +13,9 @@ the pairwise ratios, with the absolute medians printed beside it for context.
 ``sweep``    a whole 32-run (or 256-run) sweep command, ``engine=sequential`` against the
              default batched engine, each in a fresh store, with the per-run differences
              of their test metrics
+``choose``   ``lossbench.choose`` on synthetic tables with known traits (outliers, imbalance,
+             label noise): the profile's error on each, and the recommendation and its
+             training runs against a full sweep of every loss of the task
 
 This module holds the helpers the subcommands share; it imports neither torch nor mlflow.
 """
