@@ -19,7 +19,7 @@ from lossbench.registry import loss_info
 
 IMAGES = {
     "data": "digits_lt", "data__as_image": True, "data__imbalance_ratio": 10.0, "model": "cnn",
-"model__hidden": 32, "trainer__max_epochs": 12, "optimizer": "adam",
+"model__hidden": 32, "trainer__max_epochs": 30, "optimizer": "adam",
     "optimizer__lr": 0.01, "scheduler": "none",
 }
 
@@ -56,16 +56,17 @@ def test_probabilities_of_a_scaling_loss_are_its_own_softmax(compose):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("engine", ["batched", "sequential"])
-def test_ldam_trains_sensibly_in_a_mixed_sweep_on_images(mlflow_uri, engine):
-    df = lossbench.sweep("loss=cross_entropy,ldam", "model.channels=[8,16]", seed=range(2), engine=engine, tracking__uri=mlflow_uri,
-                         tracking__experiment_name=f"needs-{engine}", **IMAGES)
+def test_ldam_trains_sensibly_in_a_mixed_sweep_on_images(mlflow_uri):
+    """The batched engine; tests/test_engine.py checks an LDAM member equals its run trained alone."""
+    engine = "batched"
+    df = lossbench.sweep("loss=cross_entropy,ldam", "model.channels=[8,16]", seed=range(2), engine=engine,
+                         tracking__uri=mlflow_uri, tracking__experiment_name="needs", **IMAGES)
     assert len(df) == 4 and set(df["status"]) == {"FINISHED"}
     heads = dict(zip(df["tags.loss"], df["params.model.head"], strict=False))
     assert heads == {"cross_entropy": "linear", "ldam": "normed"}
-    if engine == "batched":  # different heads cannot share a stacked model: one group per head
-        assert df.groupby("tags.loss")["tags.engine_group"].nunique().eq(1).all()
-        assert df["tags.engine_group"].nunique() == 2
+    # different heads cannot share a stacked model: one group per head
+    assert df.groupby("tags.loss")["tags.engine_group"].nunique().eq(1).all()
+    assert df["tags.engine_group"].nunique() == 2
     bacc = df.groupby("tags.loss")["metrics.test_balanced_accuracy"].mean()
-    assert bacc["ldam"] > 0.6, bacc  # chance is 0.1
+    assert bacc["ldam"] > 0.75, bacc  # chance is 0.1; on a linear head it stays near 0.5 at 12 epochs
     assert bacc["ldam"] > bacc["cross_entropy"] - 0.1, bacc

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -20,6 +20,8 @@ import torch
 
 from ..constraints import Constraint, Interval, Options
 from ..errors import DataError
+from .augment import AUGMENTS, crop_flip
+from .augment import generator as augment_generator
 
 NORMALIZERS = ("standard", "robust", "minmax", "none")
 NOISE_TYPES = ("symmetric", "pairflip")
@@ -78,12 +80,17 @@ class TensorBatches:
     """An iterable of ``(x, y)`` batches sliced from tensors; what the loaders return.
 
     Shuffling uses its own seeded generator, advanced once per epoch, so a run is
-    reproducible. Under ``torch.distributed`` each rank takes its own share of every
-    epoch's permutation.
+    reproducible. Under ``torch.distributed`` each rank of a shuffled (training) loader
+    takes its own share of every epoch's permutation, padded with the permutation's first
+    samples so every rank takes as many steps (a rank with one step more waits forever for
+    the others' gradients; torch's DistributedSampler pads alike); an unshuffled (val,
+    test) loader gives every rank the whole split, so each scores exactly the split.
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int, drop_last: bool = False):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int, drop_last: bool = False,
+                 augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None):
         self.x, self.y = x, y
+        self.augment = augment  # applied to every shuffled (training) batch, see lossbench.data.augment
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
         self.drop_last = drop_last
@@ -96,8 +103,8 @@ class TensorBatches:
         return 0, 1
 
     def _n_local(self) -> int:
-        rank, world = self._rank_world()
-        return len(range(rank, self.x.shape[0], world))
+        _, world = self._rank_world()
+        return -(-self.x.shape[0] // world) if self.shuffle else self.x.shape[0]
 
     def __len__(self) -> int:
         n = self._n_local()
@@ -108,10 +115,12 @@ class TensorBatches:
         rank, world = self._rank_world()
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = torch.randperm(n, generator=g)[rank::world].to(self.x.device)
+            perm = torch.randperm(n, generator=g)
+            order = torch.cat([perm, perm[: -n % world]])[rank::world].to(self.x.device)
+            g_aug = augment_generator(self.seed, self.epoch)
             self.epoch += 1
         else:
-            order = None if world == 1 else torch.arange(rank, n, world, device=self.x.device)
+            order = None
         m = n if order is None else order.numel()
         stop = m - (m % self.batch_size) if self.drop_last else m
         for start in range(0, stop, self.batch_size):
@@ -119,7 +128,8 @@ class TensorBatches:
                 yield self.x[start : start + self.batch_size], self.y[start : start + self.batch_size]
             else:
                 idx = order[start : start + self.batch_size]
-                yield self.x[idx], self.y[idx]
+                xb = self.x[idx]
+                yield (xb if self.augment is None else self.augment(xb, g_aug)), self.y[idx]
 
 
 def _fit_normalizer(x: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,7 +151,7 @@ def _fit_normalizer(x: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Ten
 
 
 # generated splits of cacheable datasets, by their attributes (see TensorDataModule.cacheable)
-_SPLITS: OrderedDict[tuple[Any, ...], tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], Any]] = OrderedDict()
+_SPLITS: OrderedDict[tuple[Any, ...], tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], Any, Any]] = OrderedDict()
 _SPLITS_MAX_ENTRIES = 128
 _SPLITS_MAX_BYTES = 64 << 20
 
@@ -185,6 +195,7 @@ class TensorDataModule:
         eval_batch_size: int = 4096,
         label_noise: float = 0.0,
         noise_type: str = "symmetric",
+        augment: str = "none",
     ):
         self.batch_size = check_param("batch_size", batch_size, Interval(int, 1))
         self.eval_batch_size = check_param("eval_batch_size", eval_batch_size, Interval(int, 1))
@@ -193,6 +204,8 @@ class TensorDataModule:
         self.normalize_target = check_param("normalize_target", normalize_target, Options(*NORMALIZERS))
         self.label_noise = check_param("label_noise", label_noise, LABEL_NOISE)
         self.noise_type = check_param("noise_type", noise_type, Options(*NOISE_TYPES))
+        self.augment = check_param("augment", augment, Options(*AUGMENTS))
+        self._pad_fill: torch.Tensor | None = None  # the normalised value of a black pixel, per channel
         self._tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
         self._info: DataInfo | None = None
         self._loaders: dict[str, TensorBatches] = {}
@@ -237,14 +250,14 @@ class TensorDataModule:
         key = self._cache_key()
         if key is not None and key in _SPLITS:
             _SPLITS.move_to_end(key)
-            tensors, self._info = _SPLITS[key]
+            tensors, self._info, self._pad_fill = _SPLITS[key]
             self._tensors = dict(tensors)  # the tensors are shared, never written to
             return
         self._setup()
         assert self._tensors is not None
         size = sum(t.numel() * t.element_size() for pair in self._tensors.values() for t in pair)
         if key is not None and size <= _SPLITS_MAX_BYTES:
-            _SPLITS[key] = (dict(self._tensors), self._info)
+            _SPLITS[key] = (dict(self._tensors), self._info, self._pad_fill)
             while len(_SPLITS) > _SPLITS_MAX_ENTRIES:
                 _SPLITS.popitem(last=False)
 
@@ -253,6 +266,8 @@ class TensorDataModule:
         self._check_splits(s)
         noise_traits = self._add_label_noise(s)
         shift, scale = self.fit_normalizer(s.x_train)
+        if self.augment != "none":
+            self._pad_fill = self._black(s.x_train, shift, scale)
 
         def norm_x(x: torch.Tensor) -> torch.Tensor:
             # float64 arithmetic, in chunks so that a large image tensor is never copied whole to float64
@@ -302,6 +317,29 @@ class TensorDataModule:
             extra=extra,
             **traits,
         )
+
+    def _black(self, x_train: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """Per channel, what a raw 0 becomes after normalisation: the padding of ``crop_flip``."""
+        if x_train.dim() != 4:
+            raise DataError(
+                f"{self.name}: data.augment={self.augment} crops and flips images (N, C, H, W), but these inputs "
+                f"have shape {tuple(x_train.shape[1:])}. Use data.augment=none"
+                + (", or data.as_image=true." if hasattr(self, "as_image") else ".")
+            )
+        black = ((0.0 - shift) / scale).float().expand(x_train.shape[1:])
+        return black.mean(dim=(1, 2), keepdim=True)  # per-pixel normalisation: its channel mean
+
+    def train_transform(self) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None:
+        """What is applied to each training batch, with the run's augmentation generator; None: nothing."""
+        if self.augment == "none":
+            return None
+        self.setup("fit")
+        fill = self._pad_fill
+
+        def transform(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+            return crop_flip(x, fill.to(x.device), g)
+
+        return transform
 
     def _add_label_noise(self, s: Splits) -> dict[str, Any]:
         """Flip ``label_noise`` of the training labels of ``s`` in place; the traits that say so."""
@@ -392,7 +430,8 @@ class TensorDataModule:
         if split not in self._loaders:
             train = split == "train"
             self._loaders[split] = TensorBatches(
-                x, y, self.batch_size if train else self.eval_batch_size, shuffle=train, seed=self.seed
+                x, y, self.batch_size if train else self.eval_batch_size, shuffle=train, seed=self.seed,
+                augment=self.train_transform() if train else None,
             )
         loader = self._loaders[split]
         loader.x, loader.y = x, y

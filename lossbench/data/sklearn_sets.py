@@ -57,9 +57,11 @@ class DigitsLT(TensorDataModule):
         eval_batch_size: int = 4096,
         label_noise: float = 0.0,
         noise_type: str = "symmetric",
+        augment: str = "none",
     ):
         super().__init__(
-            batch_size, seed, normalize, normalize_target, eval_batch_size, label_noise=label_noise, noise_type=noise_type
+            batch_size, seed, normalize, normalize_target, eval_batch_size, label_noise=label_noise, noise_type=noise_type,
+            augment=augment,
         )
         self.profile = check_param("profile", profile, PROFILE)
         self.imbalance_ratio = check_param("imbalance_ratio", imbalance_ratio, IMBALANCE_RATIO)

@@ -102,9 +102,11 @@ class LongTailedVision(TensorDataModule):
         eval_batch_size: int = 4096,
         label_noise: float = 0.0,
         noise_type: str = "symmetric",
+        augment: str = "none",
     ):
         super().__init__(
-            batch_size, seed, normalize, normalize_target, eval_batch_size, label_noise=label_noise, noise_type=noise_type
+            batch_size, seed, normalize, normalize_target, eval_batch_size, label_noise=label_noise, noise_type=noise_type,
+            augment=augment,
         )
         self.data_dir = Path(os.path.expanduser(str(data_dir or default_data_dir())))
         self.download = bool(download)

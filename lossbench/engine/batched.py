@@ -303,6 +303,7 @@ class GroupTrainer:
                     self._fail(m, exc)
 
     def _fit(self) -> None:
+        from ..data.augment import generator as augment_generator
         from ..losses import validation
         from ..losses.classification import set_loss_epoch
 
@@ -324,6 +325,9 @@ class GroupTrainer:
         batch = int(members[0].p.datamodule.batch_size)
         eval_batch = int(members[0].p.datamodule.eval_batch_size)
         seeds = [int(m.p.datamodule.seed) for m in members]
+        # each member's training-batch transform (data.augment), drawn from its own stream as
+        # the Lightning path draws it (lossbench.data.augment), so a member sees the same batches
+        transforms = [m.p.datamodule.train_transform() for m in members]
         zero = torch.zeros((), device=dev)
         step = 0
         started = last_progress = time.monotonic()
@@ -346,12 +350,15 @@ class GroupTrainer:
                 order = torch.stack(
                     [torch.randperm(n_train, generator=torch.Generator().manual_seed(s * 100_003 + epoch)) for s in seeds]
                 ).to(dev)
+                augment = [augment_generator(s, epoch) if t is not None else None for s, t in zip(seeds, transforms, strict=True)]
                 train_sum = torch.zeros(k, device=dev)
                 alive_now = [m.alive for m in members]
                 alive_t = torch.tensor(alive_now, device=dev)
                 for start in range(0, n_train, batch):
                     idx = order[:, start : start + batch]
                     xb, yb = self._take(x_train, idx), self._take(y_train, idx)
+                    if any(g is not None for g in augment):
+                        xb = torch.stack([x if g is None else t(x, g) for x, t, g in zip(xb, transforms, augment, strict=True)])
                     with amp():
                         out = model(xb)
                         losses = []
