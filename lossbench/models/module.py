@@ -4,6 +4,11 @@ It adapts the network's output to the loss's input convention, logs per-epoch me
 with the epoch as the MLflow step, stops a run the moment its loss stops being finite,
 and keeps the best validation weights in memory so the test split is scored with the
 model selected on validation (no checkpoint files needed).
+
+Under DDP (``trainer.strategy=ddp``) every rank scores the whole validation and test split
+(the data's loaders shard only the training split), and rank 0's numbers are broadcast, so
+the best epoch, a stop and a divergence are decided alike on every rank: a rank that
+decided otherwise would leave the others waiting forever in the next collective.
 """
 
 from __future__ import annotations
@@ -95,7 +100,11 @@ class LossbenchModule(pl.LightningModule):
         pred, target = self._adapt(self.net(x), y)
         loss = self.loss_fn(pred, target)
         # one host sync per step: a diverged run must stop at the step it diverged
-        if not bool(torch.isfinite(loss)):
+        if self._world() > 1:  # on every rank at once, whichever rank's loss went first: a sum
+            total = self.trainer.strategy.reduce(loss.detach().clone(), reduce_op="sum")  # is finite iff all are
+            if not bool(torch.isfinite(total)):
+                raise Diverged(int(self.global_step), int(self.current_epoch), float(loss if not torch.isfinite(loss) else total))
+        elif not bool(torch.isfinite(loss)):
             raise Diverged(int(self.global_step), int(self.current_epoch), float(loss.detach()))
         assert self._train_sum is not None
         self._train_sum = self._train_sum + loss.detach() * x.shape[0]
@@ -103,6 +112,10 @@ class LossbenchModule(pl.LightningModule):
         return loss
 
     def on_train_epoch_end(self) -> None:
+        if self._train_sum is not None and self._world() > 1:  # the mean over every rank's samples
+            both = torch.stack([self._train_sum.float(), torch.tensor(float(self._train_n), device=self._train_sum.device)])
+            total = self.trainer.strategy.reduce(both, reduce_op="sum")
+            self._train_sum, self._train_n = total[0], int(total[1])
         if self._train_sum is not None and self._train_n:
             self._epoch_row["train_loss"] = float(self._train_sum) / self._train_n
         self._flush_epoch()
@@ -119,12 +132,24 @@ class LossbenchModule(pl.LightningModule):
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._collect("test", batch)
 
+    def _world(self) -> int:
+        return int(self.trainer.world_size) if self._trainer is not None else 1
+
     def _evaluate(self, split: str) -> tuple[dict[str, float], list[dict[str, Any]]]:
+        """The split's metrics. Every rank has scored the whole split (its loaders do not
+        shard val or test); under DDP rank 0's result is broadcast so all ranks hold the
+        same numbers, bit for bit, whatever their devices rounded."""
         outs = self._outputs[split]
         self._outputs[split] = []
         out = torch.cat([o for o, _ in outs])
         y = torch.cat([t for _, t in outs])
-        return evaluate(self.kind, self.info, self.loss_fn, out, y, per_class=split == "test")
+        result = evaluate(self.kind, self.info, self.loss_fn, out, y, per_class=split == "test")
+        if self._world() > 1:
+            n = int(getattr(self.info, f"n_{split}", 0))
+            if n and out.shape[0] != n:  # a rank's shard scored as if it were the split
+                raise RuntimeError(f"under DDP this rank's {split} outputs cover {out.shape[0]} of the split's {n} samples")
+            result = self.trainer.strategy.broadcast(result, src=0)
+        return result
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
