@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import signal
+import subprocess
 import sys
 import traceback
 import warnings
@@ -92,6 +93,7 @@ def silence_lightning() -> None:
         r".*Checkpoint directory .* exists and is not empty.*",
         r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
         r".*You defined a `validation_step` but have no `val_dataloader`.*",
+        r".*when logging on epoch level in distributed setting.*",  # every DDP rank logs rank 0's broadcast numbers
     ):
         warnings.filterwarnings("ignore", message=pattern)
     if torch.cuda.is_available():  # Tensor Cores: say what we want instead of being warned
@@ -380,6 +382,89 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
+# where a DDP rank reads its number before any Trainer exists: Lightning's ddp re-runs the
+# command for ranks 1..n-1 with LOCAL_RANK (and NODE_RANK on other nodes) set; torchrun sets
+# RANK, SLURM SLURM_PROCID
+_RANK_VARS = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
+# what Lightning's ddp launcher sets in rank 0's own environment
+_DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+def is_rank_zero() -> bool:
+    """Whether this process records runs: DDP's rank 0, or any process outside DDP.
+
+    Under DDP only rank 0 creates and writes the MLflow run; the other ranks train in step
+    with it and never touch the store (no experiment, no skip check, no run).
+    """
+    return all(os.environ.get(k, "0").strip() in ("", "0") for k in _RANK_VARS)
+
+
+@contextlib.contextmanager
+def _ddp_session(trainer: Any, multirun: bool) -> Iterator[None]:
+    """Lightning's ``ddp`` as one run's business, in rank 0.
+
+    Lightning starts ranks 1..n-1 at ``fit`` by re-running this process's command
+    (``sys.argv`` as ``python -m <__main__>``), and leaves its rank variables in the
+    environment and its process group open. In a sweep that command is the whole sweep (and
+    in a joblib worker the worker's own), so for the time the ranks start it is made
+    ``python -m lossbench <this job's overrides>``: a single run of this job. Afterwards
+    the process group is closed (a rank still waiting in a collective then fails at once),
+    the ranks are reaped, and the environment is as it was, so a sweep's next job starts
+    ranks of its own instead of waiting for this job's, which are gone.
+
+    Lightning also watches the ranks it started and SIGKILLs this process when one exits
+    non-zero. That guards the training (a rank that died leaves the others waiting); once
+    the training is over it would only kill rank 0 before it records the run, or kill a
+    whole sweep, so the watch ends with the training.
+    """
+    saved_env = {k: os.environ.get(k) for k in _DDP_ENV}
+    saved_argv, saved_main = sys.argv, sys.modules.get("__main__")
+    if multirun:
+        from hydra.core.hydra_config import HydraConfig
+
+        from . import __main__ as entry
+
+        hc = HydraConfig.get()
+        dirs = [a for src in hc.runtime.config_sources if src.provider == "command-line" and src.schema == "file"
+                for a in ("--config-dir", src.path)]
+        sys.argv = [saved_argv[0], *dirs, "--config-name", str(hc.job.config_name), *hc.overrides.task]
+        sys.modules["__main__"] = entry
+    try:
+        yield
+    finally:
+        sys.argv = saved_argv
+        if saved_main is not None:
+            sys.modules["__main__"] = saved_main
+        ranks = getattr(trainer.strategy.launcher, "procs", None) or []
+        started = list(ranks)
+        ranks.clear()  # the watcher's list: with no ranks to watch it stands down
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        for proc in started:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _check_strategy(t: Mapping[str, Any]) -> None:
+    """Lightning's spawn and fork strategies train in new processes and hand back only the
+    weights: the run's record (its epochs, best epoch, test metrics) would be lost."""
+    strategy = str(t.get("strategy", "auto"))
+    if any(w in strategy for w in ("spawn", "fork", "notebook")):
+        raise ParameterError(
+            f"trainer.strategy={strategy} trains in processes that hand back only the weights, so the run "
+            "could not be recorded. Use trainer.strategy=ddp (trainer=ddp): it starts the other ranks as "
+            "processes of their own and rank 0 records the run."
+        )
+
+
 def skip_if_finished(result: RunResult, c: Mapping[str, Any], chash: str) -> bool:
     """Before a config trains, whichever engine trains it: its runs left RUNNING by a process
     that is gone are ended KILLED; and with ``tracking.skip_finished`` (the default),
@@ -505,6 +590,11 @@ def run(
     uri = str(c["tracking"]["uri"])
     exp_name = str(c["tracking"]["experiment_name"])
     result = RunResult("RUNNING", run_name(p), tracking_uri=uri, experiment_name=exp_name, objective=p.info.objective)
+    _check_strategy(c["trainer"])
+    if not is_rank_zero():  # a DDP rank 1..n-1: it trains in step with rank 0, which records
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - rank 0 reports the run; this one's banners and summary would repeat it
+        _train(p, None, result, multirun=multirun, quiet=True, callbacks=callbacks or [])
+        return result
     exp_id = tracking.ensure_experiment(uri, exp_name)
     result.experiment_id = exp_id
     chash = tracking.config_hash(c)
@@ -538,8 +628,10 @@ def run(
 
 
 def _train(
-    p: Prepared, run: tracking.Run, result: RunResult, *, multirun: bool, quiet: bool, callbacks: list[Any]
+    p: Prepared, run: tracking.Run | None, result: RunResult, *, multirun: bool, quiet: bool, callbacks: list[Any]
 ) -> None:
+    """Fit, select, test and record. ``run`` is None on a DDP rank other than 0: it does
+    all the work in step with rank 0 (whose records are the run's) and writes nothing."""
     import pytorch_lightning as pl
 
     from .losses import validation
@@ -547,7 +639,16 @@ def _train(
 
     c = p.cfg
     module = LossbenchModule(p.net, p.loss, p.optimizer, p.info, p.kind, scheduler=p.scheduler)
-    module.sink = run.log_metrics  # the run is written by lossbench alone: Lightning has no logger to end it
+    # the run is written by lossbench alone: Lightning has no logger to end it
+    module.sink = run.log_metrics if run is not None else None
+
+    def end(status: str, tags: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        if run is not None:
+            run.end(status, tags, **kwargs)
+
+    def curves_so_far() -> None:
+        if curves and run is not None:
+            log_curves(run, module.history, module.objective)
     datamodule = lightning_datamodule(p.datamodule)
     trainer_cfg = dict(c["trainer"])
     trainer_cfg.pop("enable_progress_bar", None)
@@ -568,44 +669,44 @@ def _train(
         **trainer_cfg,
     )
     try:
-        with _sigterm_as_interrupt(), validation(False), _quiet_stdout(not progress):
+        with _sigterm_as_interrupt(), validation(False), _quiet_stdout(not progress), \
+                _ddp_session(trainer, multirun) if run is not None and trainer.world_size > 1 else contextlib.nullcontext():
             try:
                 trainer.fit(module, datamodule=datamodule)
             finally:  # whatever ends the fit, the epochs it ran are in the record
                 module.flush_metrics()
-            module.restore_best()
+            module.restore_best()  # every DDP rank chose the same epoch: the same broadcast numbers
             trainer.test(module, datamodule=datamodule, verbose=False)
     except Diverged as exc:
         result.status, result.failure = "FAILED", S.FAILURE_DIVERGED
         result.message = str(exc)
-        if curves:
-            log_curves(run, module.history, module.objective)
-        run.end("FAILED", {S.TAG_FAILURE: S.FAILURE_DIVERGED, S.TAG_FAILURE_STEP: exc.step})
+        curves_so_far()
+        end("FAILED", {S.TAG_FAILURE: S.FAILURE_DIVERGED, S.TAG_FAILURE_STEP: exc.step})
         return
     except RunStopped as exc:
         result.status, result.message = exc.status, str(exc)
         result.metrics = {S.METRIC_BEST_VAL: module.best_value} if math.isfinite(module.best_value) else {}
-        if curves:
-            log_curves(run, module.history, module.objective)
-        run.end(exc.status, exc.tags)
+        curves_so_far()
+        end(exc.status, exc.tags)
         return
     except (KeyboardInterrupt, SystemExit) as exc:
         if isinstance(exc, SystemExit) and trainer.state.status.value != "interrupted":
             raise
         result.status, result.message = "KILLED", "interrupted"
-        run.end("KILLED")
+        end("KILLED")
         raise Interrupted("interrupted") from None
     except Exception as exc:  # noqa: BLE001 - any other failure is recorded, then reported
         result.status, result.failure = "FAILED", S.FAILURE_ERROR
         result.message = f"{type(exc).__name__}: {exc}"
-        lost = tracking.removed_store_message(run.uri)
+        lost = tracking.removed_store_message(run.uri) if run is not None else None
         if lost is not None:  # nothing can be recorded: say so, once
             result.message = lost
             return
-        run.end("FAILED", {S.TAG_FAILURE: S.FAILURE_ERROR}, artifacts={S.ARTIFACT_TRACEBACK: traceback.format_exc()})
+        end("FAILED", {S.TAG_FAILURE: S.FAILURE_ERROR}, artifacts={S.ARTIFACT_TRACEBACK: traceback.format_exc()})
         return
     result.metrics = dict(module.test_metrics)
-    record_finished(p, run, module.test_metrics, module.per_class, module.history, module.objective, curves=curves)
+    if run is not None:
+        record_finished(p, run, module.test_metrics, module.per_class, module.history, module.objective, curves=curves)
     result.status = "FINISHED"
 
 
