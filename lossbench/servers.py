@@ -49,6 +49,9 @@ MLFLOW_DEFAULT_HOSTS = ("localhost", "127.0.0.1", "[::1]", "0.0.0.0", "localhost
                         "[[]::1]:*", "0.0.0.0:*", "10.*", "192.168.*", *(f"172.{i}.*" for i in range(16, 32)))
 
 
+WORKER_HEALTHCHECK_S = 120  # uvicorn's --timeout-worker-healthcheck for the server's workers (its default: 5)
+
+
 class ServerError(LossbenchError):
     """A server this module starts did not come up (the message says why, with its log's tail)."""
 
@@ -304,6 +307,11 @@ def start_mlflow_server(
         ["--default-artifact-root", str(artifacts)]
     if hosts is not None:
         argv += ["--allowed-hosts", ",".join(hosts)]
+    if workers > 1:
+        # uvicorn's supervisor gives a worker 5 s to answer its health check, then kills and restarts it:
+        # on a busy machine a worker still importing MLflow never answers in time and the server never
+        # comes up (an endless "Child process died" loop)
+        argv += ["--uvicorn-opts", f"--timeout-worker-healthcheck {WORKER_HEALTHCHECK_S}"]
     full_env = {**os.environ, "GIT_PYTHON_REFRESH": "quiet", **(env or {})}
     full_env.pop("MLFLOW_TRACKING_URI", None)
     with open(log_path, "ab") as out:
