@@ -93,6 +93,7 @@ def test_compare_reads_the_tie_set_and_the_gap_from_the_reports():
     c = compare(summary("huber", ["huber"], [{"loss": "huber", "mean": 0.23}]), full)
     assert c["in_tie_set"] and c["choose_pick"] == "huber" and c["full_best"] == "cauchy"
     assert c["gap"] == pytest.approx(0.03) and c["gap_relative"] == pytest.approx(0.15)
+    assert (c["pick_rank_in_full"], c["full_losses_ranked"]) == (3, 4)
     worse = compare(summary("mse", ["mse"], [{"loss": "mse", "mean": 0.8}]), full)
     assert not worse["in_tie_set"] and worse["gap"] == pytest.approx(0.6)
     acc = compare(summary("a", ["a"], []), summary("b", ["b"], [{"loss": "b", "mean": 0.9}, {"loss": "a", "mean": 0.8}],
@@ -104,13 +105,14 @@ def test_compare_reads_the_tie_set_and_the_gap_from_the_reports():
 
 def test_goals_count_each_table_and_the_full_sweep_has_every_loss():
     res = [{"profile": [{"error_kind": "absolute", "error": 0.01, "within": True}],
-            "recommendation": {"in_tie_set": True}, "compute_ratio": 0.25},
+            "recommendation": {"in_tie_set": True, "full_tied": ["a", "b"]}, "compute_ratio": 0.25},
            {"profile": [{"error_kind": "absolute", "error": -0.08, "within": False},
                         {"error_kind": "relative", "error": 0.5, "within": False}],
             "recommendation": {"in_tie_set": False}, "compute_ratio": 0.4}]
     g = goals(res)
     assert g["fractions_within_0.05"] == {"met": 1, "of": 2, "all_met": False, "max_abs_error": 0.08}
     assert g["imbalance_ratio_within_5pct"]["max_rel_error"] == 0.5
+    assert g["recommendation_in_tie_set"]["tie_set_sizes"] == [2, 0]
     assert g["recommendation_in_tie_set"]["met"] == 1 and g["compute_at_most_30pct"]["max_ratio"] == 0.4
     assert "mse" in every_loss("regression") and "combo" not in every_loss("regression")
     assert "cross_entropy" in every_loss("multiclass") and "gce" in every_loss("multiclass")
