@@ -344,6 +344,10 @@ def prepare(cfg: DictConfig | Mapping[str, Any]) -> Prepared:
         sched_name = sched_cfg.pop("name", "scheduler")
         sched_cfg["_partial_"] = True
         scheduler = _instantiate("scheduler", sched_name, sched_cfg)
+        try:  # its own checks (milestones, gamma) run on construction: before the run exists
+            scheduler(optimizer=torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0))
+        except TypeError as exc:
+            raise ParameterError(f"Cannot build scheduler '{sched_name}': {exc}") from None
 
     # one real forward pass with value checks on, so shape/label problems surface now
     x, y = dm.tensors("train")
@@ -400,35 +404,41 @@ def is_rank_zero() -> bool:
 
 
 @contextlib.contextmanager
-def _ddp_session(trainer: Any, multirun: bool) -> Iterator[None]:
+def _ddp_session(trainer: Any, cfg: Mapping[str, Any]) -> Iterator[None]:
     """Lightning's ``ddp`` as one run's business, in rank 0.
 
     Lightning starts ranks 1..n-1 at ``fit`` by re-running this process's command
     (``sys.argv`` as ``python -m <__main__>``), and leaves its rank variables in the
-    environment and its process group open. In a sweep that command is the whole sweep (and
-    in a joblib worker the worker's own), so for the time the ranks start it is made
-    ``python -m lossbench <this job's overrides>``: a single run of this job. Afterwards
-    the process group is closed (a rank still waiting in a collective then fails at once),
-    the ranks are reaped, and the environment is as it was, so a sweep's next job starts
-    ranks of its own instead of waiting for this job's, which are gone.
+    environment and its process group open. That command may be a whole sweep, a group
+    job's several runs, a joblib worker's or a user's script; so for the time the ranks
+    start it is ``python -m lossbench`` on this run's resolved config, written to a file:
+    every rank trains exactly this run. Afterwards the process group is closed (a rank still
+    waiting in a collective then fails at once), the ranks are reaped, and the environment
+    is as it was, so a sweep's next job starts ranks of its own instead of waiting for this
+    job's, which are gone.
 
     Lightning also watches the ranks it started and SIGKILLs this process when one exits
     non-zero. That guards the training (a rank that died leaves the others waiting); once
     the training is over it would only kill rank 0 before it records the run, or kill a
     whole sweep, so the watch ends with the training.
     """
+    import shutil
+    import tempfile
+
+    from hydra.core.hydra_config import HydraConfig
+
+    from . import __main__ as entry
+
     saved_env = {k: os.environ.get(k) for k in _DDP_ENV}
     saved_argv, saved_main = sys.argv, sys.modules.get("__main__")
-    if multirun:
-        from hydra.core.hydra_config import HydraConfig
-
-        from . import __main__ as entry
-
-        hc = HydraConfig.get()
-        dirs = [a for src in hc.runtime.config_sources if src.provider == "command-line" and src.schema == "file"
-                for a in ("--config-dir", src.path)]
-        sys.argv = [saved_argv[0], *dirs, "--config-name", str(hc.job.config_name), *hc.overrides.task]
-        sys.modules["__main__"] = entry
+    job = tempfile.mkdtemp(prefix="lossbench-ddp-")
+    with open(os.path.join(job, "job.yaml"), "w") as f:
+        f.write(OmegaConf.to_yaml(OmegaConf.create(dict(cfg))))
+    args = ["--config-dir", job, "--config-name", "job"]
+    if not HydraConfig.initialized():  # Lightning adds the run folder itself under Hydra
+        args += [f"hydra.run.dir={job}", "hydra.output_subdir=null"]
+    sys.argv = [saved_argv[0], *args]
+    sys.modules["__main__"] = entry
     try:
         yield
     finally:
@@ -451,6 +461,7 @@ def _ddp_session(trainer: Any, multirun: bool) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+        shutil.rmtree(job, ignore_errors=True)
 
 
 def _check_strategy(t: Mapping[str, Any]) -> None:
@@ -670,7 +681,7 @@ def _train(
     )
     try:
         with _sigterm_as_interrupt(), validation(False), _quiet_stdout(not progress), \
-                _ddp_session(trainer, multirun) if run is not None and trainer.world_size > 1 else contextlib.nullcontext():
+                _ddp_session(trainer, c) if run is not None and trainer.world_size > 1 else contextlib.nullcontext():
             try:
                 trainer.fit(module, datamodule=datamodule)
             finally:  # whatever ends the fit, the epochs it ran are in the record

@@ -71,6 +71,13 @@ CLASSIFICATION = ["data=imbalanced", "data.n_max=120", "model=mlp", "model.hidde
             id="mlp-sgd-momentum-cosine-clipping",
         ),
         pytest.param(
+            [*CLASSIFICATION, "optimizer=sgd", "optimizer.lr=0.05", "scheduler=warmup_step",
+             "scheduler.warmup_epochs=2", "scheduler.milestones=[3]", "scheduler.gamma=0.1"],
+            [["loss=cross_entropy", "seed=0"], ["loss=focal", "seed=1", "loss.drw_epoch=3"]],
+            REL,
+            id="mlp-sgd-warmup-step-drw",
+        ),
+        pytest.param(
             [*CLASSIFICATION, "optimizer=adamw", "model.batchnorm=true"],
             [["loss=cross_entropy", "seed=0"], ["loss=poly", "seed=5"]],
             # BatchNorm's batch statistics are reduced in another order under vmap: measured

@@ -189,6 +189,8 @@ def _open_member(p: Any, num: int, overrides: str, chash: str, exp_id: str, gid:
     r.run_id = run.run_id
     _, lr, wd, _ = B._opt_parts(p)
     driver, sched, has = B._driver(p, p.loss, B.device_of(p))
+    if sched is not None:  # the schedule's lr for the first epoch (a warm-up starts below the config's)
+        lr = float(driver.param_groups[0]["lr"])
     return B.Member(
         p=p, result=r, run=run, lr=lr, weight_decay=wd, driver=driver, scheduler=sched,
         has_loss_params=has, maximize=p.info.objective_mode == "max", objective=p.info.objective,
