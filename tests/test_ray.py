@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -32,9 +33,16 @@ SWEEP = ["loss=mse,l1", "seed=0,1", "data=regression_outliers", "data.n_samples=
 EXPECTED = sorted((loss, seed) for loss in ("mse", "l1") for seed in ("0", "1"))
 
 
+# Ray 2.60 turns token authentication on for a local cluster and keeps the token in
+# ~/.ray/auth_token, which later `ray start`s pick up: the test cluster and its drivers get
+# their own token, so that neither that file nor its absence changes what is tested.
+RAY_TOKEN = secrets.token_hex(32)
+
+
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "LOSSBENCH_DEBUG", "RAY_ADDRESS")}
-    env["MPLBACKEND"] = "Agg"
+    drop = ("MLFLOW_TRACKING_URI", "LOSSBENCH_DEBUG", "RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.update(MPLBACKEND="Agg", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=RAY_TOKEN)
     env.update(extra)
     return env
 
@@ -94,7 +102,10 @@ def ray_head() -> Iterator[RayHead]:
         str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
         "--port", str(port), "--num-cpus", "2", "--num-gpus", "0", "--object-store-memory", str(100 * 2**20),
         "--temp-dir", str(temp / "r"), "--include-dashboard", "false", "--disable-usage-stats",
-        "--ray-client-server-port", str(free_port()), "--dashboard-agent-listen-port", str(free_port()),
+        # ports of our own where Ray has fixed defaults (8265, 10001, 52365...), so a Ray already on the machine does not clash
+        *(x for flag in ("--ray-client-server-port", "--dashboard-port", "--dashboard-agent-listen-port",
+                         "--dashboard-agent-grpc-port", "--metrics-export-port", "--runtime-env-agent-port")
+          for x in (flag, str(free_port()))),
     ]
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=_env(RAY_TMPDIR=str(temp / "r"), RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0"),
@@ -156,6 +167,20 @@ def _check_store(uri: str, experiment: str) -> None:
 
 
 @pytest.mark.slow
+def test_ray_gpus_asks_each_task_for_a_gpu_and_says_so_on_a_cluster_without_one(ray_head, tmp_path):
+    # the head has --num-gpus 0: Ray would hold one-GPU tasks as infeasible and the sweep would wait forever
+    argv = [sys.executable, "-m", "lossbench", "-m", "hydra/launcher=ray_gpus",
+            f"hydra.launcher.ray.init.address={ray_head.address}", *SWEEP]
+    r = subprocess.run(argv, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert "Each Ray task asks for 1 GPU (hydra.launcher.ray.remote.num_gpus), and the Ray cluster has 0." in r.stderr
+    assert "Traceback" not in r.stderr
+    c = tracking.client(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = c.search_runs([c.get_experiment_by_name("lossbench").experiment_id])
+    assert [x.data.tags.get(S.TAG_KIND) for x in runs] == ["sweep"]  # only the sweep's parent run, and no job
+
+
+@pytest.mark.slow
 def test_sweep_attached_to_a_ray_cluster_writes_every_run_once_to_the_drivers_store(ray_head, tmp_path):
     driver = tmp_path / "driver"
     r = _sweep(ray_head, driver, "tracking.experiment_name=ray-sqlite")
@@ -189,3 +214,13 @@ def test_ray_sweep_into_a_postgres_backed_mlflow_server_reads_back_with_the_repo
         assert rep.returncode == 0, rep.stderr[-3000:]
         md = (out / "report.md").read_text(encoding="utf-8")
         assert "mse" in md and "l1" in md and "regression_outliers" in md
+
+
+def test_the_sweep_benchmark_times_the_same_command_under_each_launcher(tmp_path):
+    from lossbench.benchmark.sweep import bench_launchers, command
+    from lossbench.errors import LossbenchError
+
+    argv = command("batched", seeds=16, epochs=10, device="cpu", workdir=tmp_path, experiment="x", launcher="ray")
+    assert argv[-1] == "hydra/launcher=ray" and "seed=range(16)" in argv and "engine=sequential" not in argv
+    with pytest.raises(LossbenchError, match="joblib, ray"):
+        bench_launchers(launchers=["dask"], runs=4, epochs=1)

@@ -9,6 +9,11 @@ worker composes the members and trains them with :func:`lossbench.engine.run_job
 which splits off any run that turns out not to fit (a data size that differs, say).
 
 ``engine=sequential`` keeps one job per run, as Hydra's basic sweeper does.
+
+A launcher whose jobs may run in another working directory, environment or machine (Ray,
+submitit) gets each job's ``tracking.uri`` as this process resolved it, made absolute, and
+the sweep folder as an absolute path; a Ray sweep is split into at least as many group jobs
+as the cluster runs tasks at once.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +30,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf
 
+from ..errors import LossbenchError
 from . import chunks, encode_members, engine_settings
 
 log = logging.getLogger("lossbench")
@@ -80,6 +87,16 @@ def ray_slots(ray_cfg: Any) -> int:
     have = ray.cluster_resources()
     remote = ray_cfg.get("remote") or {}
     need = {"CPU": remote.get("num_cpus", 1), "GPU": remote.get("num_gpus", 0)}
+    for k, v in need.items():
+        if v and have.get(k, 0) < v:  # Ray would hold every task as infeasible, and the sweep would wait forever
+            from ..errors import ParameterError
+
+            raise ParameterError(
+                f"Each Ray task asks for {v:g} {k} (hydra.launcher.ray.remote.num_{k.lower()}s), and the Ray cluster "
+                f"has {have.get(k, 0):g}. "
+                + ("Use hydra/launcher=ray on a cluster without GPUs, or attach to one that has them."
+                   if k == "GPU" else "Ask for fewer, or attach to a larger cluster.")
+            )
     fits = [int(have.get(k, 0) // v) for k, v in need.items() if v]
     return max(1, min(fits)) if fits else 1
 
@@ -129,7 +146,13 @@ class GroupingLauncher(Launcher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         assert self.sweeper.config is not None
         max_group = self.sweeper.max_group
-        workers = parallel_workers(self.sweeper.config.hydra.get("launcher"), self.inner)
+        try:
+            workers = parallel_workers(self.sweeper.config.hydra.get("launcher"), self.inner)
+        except LossbenchError as exc:  # before any job: one line and status 2, as for any bad setting
+            if os.environ.get("LOSSBENCH_DEBUG"):
+                raise
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
         # a task on another node, or in a Ray worker's working directory, gets the store this
         # process resolved and created (its environment's MLFLOW_TRACKING_URI, its own folder)
         elsewhere = runs_elsewhere(self.inner)
