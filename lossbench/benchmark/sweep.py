@@ -27,6 +27,12 @@ After the timing (never timed) both stores are read and their runs matched by th
 test metric (``test_*`` and ``best_val_objective``) the largest absolute and relative
 difference between the engines, runs found on one side only, statuses (all should be
 FINISHED) and the ``engine`` tag each side recorded.
+
+``--launchers joblib,ray`` times instead the same sweep with the default engine under each
+``hydra/launcher`` (``--runs 64``: 4 losses x 16 seeds), alternating as above: ``ray`` starts
+a local Ray inside the command and stops it at its end, so Ray's start-up counts, as in a
+user's sweep. Each side's store is read after: runs found (and distinct), statuses, and the
+test metrics matched by ``config_hash`` against the first launcher's.
 """
 
 from __future__ import annotations
@@ -67,8 +73,10 @@ def experiment_name(runs: int, epochs: int) -> str:
     return f"lossbench-benchmark-sweep-{runs}r-{epochs}e"
 
 
-def command(engine: str, *, seeds: int, epochs: int, device: str, workdir: Path, experiment: str) -> list[str]:
-    """The command line of one side; ``engine`` is "sequential" or "batched" (the default engine)."""
+def command(engine: str, *, seeds: int, epochs: int, device: str, workdir: Path, experiment: str,
+            launcher: str | None = None) -> list[str]:
+    """The command line of one side; ``engine`` is "sequential" or "batched" (the default engine);
+    ``launcher``: a ``hydra/launcher`` config (joblib, ray), else Hydra's basic launcher."""
     accelerator = "gpu" if device.startswith("cuda") else "cpu"
     argv = [
         sys.executable, "-m", "lossbench", "-m",
@@ -86,6 +94,8 @@ def command(engine: str, *, seeds: int, epochs: int, device: str, workdir: Path,
         argv.append(f"trainer.devices=[{int(device.split(':', 1)[1])}]")
     if engine == "sequential":
         argv.append("engine=sequential")
+    if launcher:
+        argv.append(f"hydra/launcher={launcher}")
     return argv
 
 
@@ -328,6 +338,99 @@ def bench_sweep(
     }
 
 
+LAUNCHERS = ("joblib", "ray")  # --launchers: hydra/launcher configs a sweep can be timed with
+
+
+def bench_launchers(
+    *,
+    launchers: Sequence[str] = LAUNCHERS,
+    runs: int = 64,
+    rounds: int = 1,
+    epochs: int = 10,
+    keep: str | None = None,
+    threads: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The same sweep (default engine) under each ``hydra/launcher``, alternating, on the CPU.
+
+    ``ray`` starts a local Ray inside the command (one task per CPU, each task a group of the
+    batched engine) and stops it at the command's end, so Ray's start-up is in its time, as in
+    a user's sweep; ``joblib`` runs one worker per core. Each side's store is then read:
+    every run once and FINISHED, and the two sides' test metrics matched by config_hash.
+    """
+    from ..errors import LossbenchError
+
+    bad = [name for name in launchers if name not in LAUNCHERS]
+    if len(launchers) < 1 or bad:
+        raise LossbenchError(f"--launchers takes names among {', '.join(LAUNCHERS)} (comma-separated), got {','.join(launchers)}.")
+    if runs < len(LOSSES) or runs % len(LOSSES) or rounds < 1 or epochs < 1:
+        raise LossbenchError(f"--runs must be a positive multiple of {len(LOSSES)}, --rounds and --epochs >= 1.")
+    seeds = runs // len(LOSSES)
+    experiment = experiment_name(runs, epochs)
+    env = environment(threads)
+    times: dict[str, list[float]] = {name: [] for name in launchers}
+    stores: dict[str, list[dict[str, Any]]] = {name: [] for name in launchers}
+    shown: dict[str, str] = {}
+    for r in range(rounds):
+        order = list(launchers) if r % 2 == 0 else list(launchers)[::-1]
+        with contextlib.ExitStack() as stack:
+            for name in order:
+                workdir = stack.enter_context(_workdir(keep, f"round{r + 1}-{name}-"))
+                argv = command("batched", seeds=seeds, epochs=epochs, device="cpu", workdir=workdir,
+                               experiment=experiment, launcher=name)
+                shown.setdefault(name, shlex.join(["python", *argv[1:]]))
+                if progress:
+                    print(f"round {r + 1}/{rounds}: hydra/launcher={name} ({runs} runs) ...", end=" ", flush=True)
+                times[name].append(time_command(argv, workdir, env))
+                if progress:
+                    print(f"{times[name][-1]:.1f} s", flush=True)
+                found = read_runs(store_uri(workdir), experiment)
+                names = Counter(x.info.run_name for x in found)
+                stores[name].append({"runs": len(found), "distinct": len(names),
+                                     "status": dict(Counter(x.info.status for x in found)), "found": found})
+    first = launchers[0]
+    med = {name: median(times[name]) for name in launchers}
+    result: dict[str, Any] = {}
+    for name in launchers:
+        got = stores[name]
+        same = compare(got[-1]["found"], stores[first][-1]["found"])  # the last round's metrics against the first side
+        result[name] = {
+            "rounds_s": times[name], "median_s": med[name], "per_run_s": med[name] / runs,
+            "vs_first": pairwise_ratio(times[name], times[first]),
+            "runs_per_round": [g["runs"] for g in got], "distinct_per_round": [g["distinct"] for g in got],
+            "status": dict(sum((Counter(g["status"]) for g in got), Counter())),
+            "matched_with_first": same["matched"], "max_rel_diff_vs_first": same["max_rel_diff"],
+        }
+    return {
+        "settings": {"runs": runs, "seeds_per_loss": seeds, "losses": list(LOSSES), "model": MODEL, "data": DATA,
+                     "epochs": epochs, "rounds": rounds, "device": "cpu", "threads": threads, "launchers": list(launchers),
+                     "experiment": experiment, "commands": shown},
+        "results": result,
+    }
+
+
+def print_launchers(res: dict[str, Any], machine: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    s, r = res["settings"], res["results"]
+    first = s["launchers"][0]
+    table = Table(
+        title=f"Sweep of {s['runs']} runs ({len(s['losses'])} losses x {s['seeds_per_loss']} seeds), model={s['model']} "
+        f"data={s['data']}, {s['epochs']} epochs, cpu, default engine: the whole `python -m lossbench -m ...` per launcher",
+        caption=f"median of {s['rounds']} alternating round(s); time / {first}'s: median of per-round ratios",
+    )
+    for col in ("hydra/launcher", "median s per command", "s per run", f"time / {first}'s", "runs in the store",
+                "statuses", "max rel diff of test metrics vs " + first):
+        table.add_column(col, justify="left" if col in ("hydra/launcher", "statuses") else "right")
+    for name, x in r.items():
+        table.add_row(name, f"{x['median_s']:.2f}", f"{x['per_run_s']:.3f}", f"{x['vs_first']:.2f}",
+                      " / ".join(f"{n} ({d} distinct)" for n, d in zip(x["runs_per_round"], x["distinct_per_round"], strict=True)),
+                      _counts(x["status"]), _fmt(x["max_rel_diff_vs_first"] or 0.0) + f" ({x['matched_with_first']} matched)")
+    out = console()
+    out.print(table)
+    out.print(f"Machine: {describe_machine(machine)}")
+
+
 # ----------------------------------------------------------------------------- command line
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", type=int, default=32,
@@ -344,9 +447,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds-per-loss", type=int, default=None, help=argparse.SUPPRESS)  # overrides --runs
     p.add_argument("--keep", metavar="DIR", help="run in fresh directories under DIR and keep them (stores, logs)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.add_argument(
+        "--launchers", metavar="A,B", default=None,
+        help="time the sweep (default engine, CPU) under these hydra/launcher configs instead of comparing "
+        "engines: joblib,ray (ray starts a local Ray in the command; needs pip install \"lossbench[cluster]\")",
+    )
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    if getattr(args, "launchers", None):
+        launchers = [x.strip() for x in args.launchers.split(",") if x.strip()]
+        res = bench_launchers(launchers=launchers, runs=args.runs, rounds=args.rounds, epochs=args.epochs,
+                              keep=args.keep, threads=args.threads)
+        machine = machine_info("cpu")
+        payload = {"benchmark": "sweep-launchers", "machine": machine, **res}
+        print_launchers(res, machine)
+        if args.json:
+            write_json(args.json, payload)
+        return payload
     res = bench_sweep(runs=args.runs, rounds=args.rounds, epochs=args.epochs, device=args.device,
                       seeds_per_loss=args.seeds_per_loss, keep=args.keep, threads=args.threads)
     machine = machine_info(args.device)
@@ -445,4 +563,4 @@ def _counts(c: Mapping[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(c.items())) or "none"
 
 
-__all__ = ["GOALS", "LOSSES", "bench_sweep", "command", "compare", "goal_for"]
+__all__ = ["GOALS", "LAUNCHERS", "LOSSES", "bench_launchers", "bench_sweep", "command", "compare", "goal_for"]
