@@ -73,14 +73,18 @@ def test_each_experiment_composes_with_a_sweep(name):
     assert cfg.tracking.experiment_name == name
     params = cfg.hydra.sweeper.params
     assert params, f"experiment {name} declares no sweep"
-    for group in ("loss", "data", "model"):
-        if group in params:
-            for choice in str(params[group]).split(","):
-                assert (Path(CONFIG_DIR) / group / f"{choice.strip()}.yaml").exists(), (name, group, choice)
-    for choice in str(params.get("loss", cfg.loss.name)).split(","):
-        composed = _compose(f"experiment={name}", f"loss={choice.strip()}")
-        assert composed.loss.name in list_losses()
-        assert composed.tracking.experiment_name == name
+    # a suite of several grids (hydra.sweeper.grids): each block with the shared params
+    blocks = [{**params, **block} for block in (cfg.hydra.sweeper.get("grids") or [{}])]
+    for block in blocks:
+        for group in ("loss", "data", "model"):
+            if group in block:
+                for choice in str(block[group]).split(","):
+                    assert (Path(CONFIG_DIR) / group / f"{choice.strip()}.yaml").exists(), (name, group, choice)
+        for choice in str(block.get("loss", cfg.loss.name)).split(","):
+            fixed = [f"{k}={v}" for k, v in block.items() if k != "loss" and "," not in str(v) and "(" not in str(v)]
+            composed = _compose(f"experiment={name}", f"loss={choice.strip()}", *fixed)
+            assert composed.loss.name in list_losses()
+            assert composed.tracking.experiment_name == name
 
 
 @pytest.mark.slow

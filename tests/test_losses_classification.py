@@ -663,3 +663,19 @@ def test_perfect_predictions_cost_their_documented_minimum() -> None:
     for name, params in BINARY_CASES:
         out = create_loss(name, **params)(x, t)
         torch.testing.assert_close(out, torch.tensor(loss_info(name).minimum), msg=name)
+
+
+def test_the_mae_softmax_variant_is_half_the_l1_distance_of_softmax_and_one_hot():
+    """configs/loss/mae_softmax.yaml (gce, q=1) against Ghosh et al.'s MAE computed by hand."""
+    from omegaconf import OmegaConf
+
+    from lossbench.configs import CONFIG_DIR
+    from lossbench.registry import create_loss
+
+    cfg = OmegaConf.load(CONFIG_DIR / "loss" / "mae_softmax.yaml")
+    assert cfg.q == 1.0 and list(cfg.defaults) == ["gce", "_self_"]
+    torch.manual_seed(0)
+    logits = torch.randn(64, 5, dtype=torch.float64) * 4
+    y = torch.randint(0, 5, (64,))
+    mae = (torch.softmax(logits, 1) - torch.nn.functional.one_hot(y, 5)).abs().sum(1).mean()
+    assert float(create_loss("gce", q=1.0)(logits, y)) == pytest.approx(float(mae) / 2, rel=1e-12)

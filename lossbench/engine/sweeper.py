@@ -207,9 +207,10 @@ class LossbenchSweeper(Sweeper):
     from a stale class.
     """
 
-    def __init__(self, max_batch_size: int | None = None, params: dict[str, str] | None = None):
+    def __init__(self, max_batch_size: int | None = None, params: dict[str, str] | None = None,
+                 grids: list[dict[str, str]] | None = None):
         super().__init__()
-        self.max_batch_size, self.params = max_batch_size, params
+        self.max_batch_size, self.params, self.grids = max_batch_size, params, grids
         self.keys: dict[tuple[str, ...], Any] = {}
         self.uris: dict[tuple[str, ...], str] = {}  # each job's tracking.uri, absolute, as resolved here
         self.max_group: int | None = 256
@@ -227,7 +228,20 @@ class LossbenchSweeper(Sweeper):
         self.basic.validate_batch_is_legal = self.validate_batch_is_legal
 
     def sweep(self, arguments: list[str]) -> Any:
-        return self.basic.sweep(arguments)
+        if not self.grids:
+            return self.basic.sweep(arguments)
+        # a union of grids (lossbench.engine.grids): the basic sweeper runs the jobs, as one sweep
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        from .grids import grid_jobs
+
+        assert self.hydra_context is not None
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        jobs = grid_jobs(parser, dict(self.params or {}), [dict(g) for g in self.grids], arguments)
+        size = self.max_batch_size or max(1, len(jobs))
+        self.basic.params = {}
+        self.basic.split_arguments = lambda *_: [jobs[i : i + size] for i in range(0, len(jobs), size)]
+        return self.basic.sweep([])
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         """Compose every job once, as the basic sweeper does, and note its group key."""
