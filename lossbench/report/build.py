@@ -17,8 +17,7 @@ from ..errors import LossbenchError
 if TYPE_CHECKING:
     from .recommend import Analysis
 
-FORMATS = {"html": "report.html", "md": "report.md"}
-TEMPLATES = {"html": "report.html.j2", "md": "report.md.j2"}
+FORMATS = {"html": "report.html", "md": "report.md"}  # each written from templates/<file name>.j2
 SUMMARY = "summary.json"
 
 
@@ -153,18 +152,18 @@ def check_formats(formats: Sequence[str]) -> tuple[str, ...]:
 
 
 def render(context: Mapping[str, Any], out_dir: Path, formats: Sequence[str]) -> dict[str, Path]:
-    """Write one file per format under ``out_dir``; return ``{format: path}``."""
+    """Write one file per format (checked by :func:`check_formats`) under ``out_dir``; return ``{format: path}``."""
     import jinja2
 
     from .words import SECTION_TITLES
 
     out: dict[str, Path] = {}
-    for fmt in check_formats(formats):
+    for fmt in formats:
         env = jinja2.Environment(loader=jinja2.PackageLoader("lossbench.report", "templates"), autoescape=fmt == "html",
                                  undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
         env.filters["cell"] = _md_cell
         out[fmt] = out_dir / FORMATS[fmt]
-        out[fmt].write_text(env.get_template(TEMPLATES[fmt]).render(titles=SECTION_TITLES, **context), encoding="utf-8")
+        out[fmt].write_text(env.get_template(FORMATS[fmt] + ".j2").render(titles=SECTION_TITLES, **context), encoding="utf-8")
     return out
 
 
