@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import copy
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -69,12 +71,28 @@ class LossbenchModule(pl.LightningModule):
         self.sink: Callable[[list[Any]], None] | None = None  # where per-epoch MLflow metrics go (Run.log_metrics)
         self.test_metrics: dict[str, float] = {}
         self.per_class: list[dict[str, Any]] = []
+        self._sigterm: Any = None
 
     # ------------------------------------------------------------------ plumbing
     def setup(self, stage: str) -> None:
         dm = self.trainer.datamodule if self.trainer is not None else None
         if dm is not None and hasattr(dm, "to_device"):
             dm.to_device(self.trainer.strategy.root_device)
+        self._sigterm = signal.getsignal(signal.SIGTERM)  # the run's own, before Lightning puts its own first
+
+    def _keep_own_sigterm(self) -> None:
+        """Under DDP, SIGTERM is the run's handler alone (it ends the run KILLED). Lightning's
+        handler, which it installs after ``setup``, broadcasts from rank 0 inside the signal
+        handler: a rank signalled alone then waits in that broadcast while the others wait
+        in the next step's all-reduce, and neither ever returns (seen with SIGTERM to rank 1)."""
+        if self._world() > 1 and threading.current_thread() is threading.main_thread() and self._sigterm is not None:
+            signal.signal(signal.SIGTERM, self._sigterm)
+
+    def on_train_start(self) -> None:
+        self._keep_own_sigterm()
+
+    def on_test_start(self) -> None:
+        self._keep_own_sigterm()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
