@@ -12,11 +12,14 @@ time, so a hang fails the test and leaves nothing running.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -29,13 +32,21 @@ DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.p
 HANG = 420  # seconds: a 2-rank job takes about 2 minutes on a loaded 2-core machine, 20 s idle
 
 
-def lossbench(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """``python -m lossbench`` in its own process group; a hang is killed whole and fails."""
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = subprocess.Popen(
+def start(*args: str, cwd: Path) -> subprocess.Popen[str]:
+    """``python -m lossbench`` in its own process group."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "LOSSBENCH_DEBUG")}
+    return subprocess.Popen(
         [sys.executable, "-m", "lossbench", *args, "trainer.enable_progress_bar=false"],
         cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
+
+
+def lossbench(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return finish(start(*args, cwd=cwd))
+
+
+def finish(proc: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
+    """Its outcome; a hang is killed whole (every rank is in its group) and fails."""
     try:
         out, err = proc.communicate(timeout=HANG)
     except subprocess.TimeoutExpired:
@@ -107,6 +118,56 @@ def test_a_diverging_ddp_job_stops_on_every_rank_and_is_one_failed_run(tmp_path)
     assert len(runs) == 1 and runs[0].info.status == "FAILED"
     assert runs[0].data.tags[S.TAG_FAILURE] == S.FAILURE_DIVERGED
     assert int(runs[0].data.tags[S.TAG_FAILURE_STEP]) < 30
+
+
+def _ranks_started_by(pid: int) -> list[int]:
+    """The ``python -m lossbench`` processes whose parent is ``pid`` (from /proc)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                if ppid == pid and b"lossbench" in (entry / "cmdline").read_bytes():
+                    out.append(int(entry.name))
+    return out
+
+
+def _wait_for_epochs(db: Path, proc: subprocess.Popen[str], timeout: float = HANG) -> None:
+    """Until rank 0 has written a train_loss (read-only sqlite3: no MLflow client migrating)."""
+    deadline = time.time() + timeout
+    query = "select count(*) from metrics where key = 'train_loss'"
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        with contextlib.suppress(sqlite3.Error):
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            try:
+                if con.execute(query).fetchone()[0]:
+                    return
+            finally:
+                con.close()
+        time.sleep(1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    pytest.fail("the DDP job never logged an epoch")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2 * HANG)
+def test_a_rank_that_dies_mid_training_ends_the_job_as_one_failed_run(tmp_path):
+    """Rank 1 stopped alone (SIGTERM to it only): rank 0 must not wait for it forever, and
+    the job's one run says it failed."""
+    db = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    tracking.ensure_experiment(uri, "ddp")
+    proc = start(*SMALL, *DDP, "trainer.max_epochs=100000", f"tracking.uri={uri}", "tracking.experiment_name=ddp",
+                 cwd=tmp_path)
+    _wait_for_epochs(db, proc)
+    (rank1,) = _ranks_started_by(proc.pid)
+    os.kill(rank1, signal.SIGTERM)
+    r = finish(proc)
+    assert r.returncode == 1, r.stderr[-3000:]
+    runs = runs_of(uri, "ddp")
+    assert [x.info.status for x in runs] == ["FAILED"], r.stderr[-3000:]
+    assert runs[0].data.tags[S.TAG_FAILURE] == S.FAILURE_ERROR
 
 
 def test_spawn_strategies_are_refused_before_any_run(compose, mlflow_uri):
