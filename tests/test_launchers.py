@@ -92,3 +92,65 @@ def test_a_job_takes_a_free_gpu_never_a_busy_one_and_waits_when_all_are_taken(tm
         for p in procs.values():
             if p.poll() is None:
                 p.kill()
+
+
+def test_runs_are_packed_into_jobs_of_runs_per_job():
+    from lossbench.engine import pack
+
+    runs = list(range(7))
+    assert pack(runs, None) == [[i] for i in runs]  # null: one job per run, as before
+    assert pack(runs, 3) == [[0, 1, 2], [3, 4], [5, 6]]  # at most 3, near-equal, every run once
+    assert pack(runs[:6], 3) == [[0, 1, 2], [3, 4, 5]]
+    assert pack(runs, 100) == [runs]
+    assert pack(runs, 100, workers=2) == [[0, 1, 2, 3], [4, 5, 6]]  # every worker gets work
+    assert pack([], 3) == []
+
+
+def test_a_bad_runs_per_job_is_refused_before_any_run(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    r = subprocess.run(
+        [sys.executable, "-m", "lossbench", "-m", "engine=sequential", "engine.runs_per_job=0",
+         "loss=mse,l1", "data=regression_outliers", "data.n_samples=150", "model=linear", "trainer.max_epochs=1"],
+        cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert "engine.runs_per_job must be a positive integer or null" in r.stderr
+    assert "Traceback" not in r.stderr
+    if (tmp_path / "mlflow.db").exists():  # no run trained (the sweep's parent run, opened at the start, ends FAILED)
+        c = tracking.client(f"sqlite:///{tmp_path / 'mlflow.db'}")
+        every = c.search_runs([e.experiment_id for e in c.search_experiments()])
+        assert [x for x in every if S.TAG_KIND not in x.data.tags] == []
+        assert all(x.info.status != "FINISHED" for x in every)
+
+
+def test_the_slurm_launcher_packs_runs_and_the_command_line_wins(compose):
+    assert compose().engine.runs_per_job is None
+    assert compose("hydra/launcher=slurm").engine.runs_per_job == 50
+    assert compose("hydra/launcher=slurm", "engine=sequential").engine.runs_per_job == 50
+    assert compose("hydra/launcher=slurm", "engine.runs_per_job=7").engine.runs_per_job == 7
+
+
+@pytest.mark.slow
+def test_submitit_array_tasks_train_runs_per_job_runs_each(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    r = subprocess.run(
+        [sys.executable, "-m", "lossbench", "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5",
+         "hydra.sweep.dir=sweeps/packed", "engine=sequential", "engine.runs_per_job=3",
+         "loss=mse,l1", "seed=0,1,2", "data=regression_outliers", "data.n_samples=150", "model=linear",
+         "trainer.max_epochs=1", "tracking.experiment_name=packed"],
+        cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    # submitit writes one folder per job it submits (named by job id; "%j" holds the submission
+    # files): 6 runs, 3 to a job -> 2 jobs
+    jobs = [p for p in (tmp_path / "sweeps" / "packed" / ".submitit").iterdir() if p.is_dir() and p.name != "%j"]
+    assert len(jobs) == 2, sorted(p.name for p in jobs)
+    c = tracking.client(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    every = c.search_runs([c.get_experiment_by_name("packed").experiment_id])
+    parents = [x for x in every if S.TAG_KIND in x.data.tags]
+    runs = [x for x in every if S.TAG_KIND not in x.data.tags]
+    assert len(parents) == 1 and parents[0].data.tags[S.TAG_KIND] == "sweep"
+    got = sorted((x.data.tags[S.TAG_LOSS], x.data.params.get("seed"), x.info.status) for x in runs)
+    assert got == sorted((loss, str(seed), "FINISHED") for loss in ("mse", "l1") for seed in (0, 1, 2))  # each once
+    assert {x.data.tags.get("mlflow.parentRunId") for x in runs} == {parents[0].info.run_id}
+    assert "done: 6 finished" in r.stderr

@@ -44,7 +44,30 @@ def engine_settings(cfg: Mapping[str, Any]) -> tuple[str, int | None]:
     mg = node.get("max_group", 256)
     if mg is not None and (isinstance(mg, bool) or not isinstance(mg, int) or mg < 1):
         raise ParameterError(f"engine.max_group must be a positive integer or null. Got {mg!r} instead.")
+    runs_per_job(cfg)
     return name, mg
+
+
+def runs_per_job(cfg: Mapping[str, Any]) -> int | None:
+    """``engine.runs_per_job``: the most runs one launcher job (one SLURM array task) trains; null: no bound."""
+    from ..errors import ParameterError
+
+    node = cfg.get("engine") or {}
+    n = node.get("runs_per_job", None)
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ParameterError(
+            f"engine.runs_per_job must be a positive integer or null (null: one run per job, or a whole "
+            f"stacked group). Got {n!r} instead (set it with engine.runs_per_job=<n>)."
+        )
+    return n
+
+
+def pack(items: Sequence[Any], runs_per_job: int | None, workers: int = 1) -> list[list[Any]]:
+    """Jobs that train one by one, packed into launcher jobs of at most ``runs_per_job`` runs
+    (near-equal, and at least ``workers`` of them when there are runs enough); null: one each."""
+    if runs_per_job is None:
+        return [[item] for item in items]
+    return chunks(items, runs_per_job, min_chunks=workers)
 
 
 def chunks(items: Sequence[Any], max_group: int | None, min_chunks: int = 1) -> list[list[Any]]:
@@ -198,4 +221,4 @@ def _open_member(p: Any, num: int, overrides: str, chash: str, exp_id: str, gid:
     )
 
 
-__all__ = ["ENGINES", "chunks", "decode_members", "encode_members", "engine_settings", "run_jobs"]
+__all__ = ["ENGINES", "chunks", "decode_members", "encode_members", "engine_settings", "pack", "run_jobs", "runs_per_job"]

@@ -31,7 +31,7 @@ from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf
 
 from ..errors import LossbenchError
-from . import chunks, encode_members, engine_settings
+from . import chunks, encode_members, engine_settings, pack, runs_per_job
 
 log = logging.getLogger("lossbench")
 
@@ -158,11 +158,16 @@ class GroupingLauncher(Launcher):
         elsewhere = runs_elsewhere(self.inner)
         by_key: dict[Any, list[tuple[int, list[str]]]] = {}
         alone: list[list[str]] = []
+        one_by_one: list[tuple[int, list[str]]] = []  # engine=sequential: packed by engine.runs_per_job
+        per_job = self.sweeper.runs_per_job
         for i, overrides in enumerate(job_overrides):
             key = self.sweeper.keys.get(tuple(overrides))
+            packable = tuple(overrides) in self.sweeper.sequential
             if elsewhere:
                 overrides = pin_tracking(overrides, self.sweeper.uris.get(tuple(overrides)))
-            if key is None:
+            if key is None and packable and per_job is not None:
+                one_by_one.append((initial_job_idx + i, list(overrides)))
+            elif key is None:
                 alone.append(list(overrides))
             else:
                 by_key.setdefault(key, []).append((initial_job_idx + i, list(overrides)))
@@ -173,12 +178,22 @@ class GroupingLauncher(Launcher):
             members = by_key[key]
             # keep every worker busy: at least as many group jobs as workers, when there are runs enough
             share = max(1, round(workers * len(members) / max(1, len(job_overrides))))
-            for part in chunks(members, max_group, min_chunks=share):
+            bound = min(b for b in (max_group, per_job, len(members)) if b is not None)
+            for part in chunks(members, bound, min_chunks=share):
                 if len(part) == 1:
                     jobs.append(part[0][1])
                 else:
                     jobs.append([*part[0][1], f"engine.members='{encode_members(part)}'"])
                 sizes.append(len(part))
+        # runs that train one by one, engine.runs_per_job of them to a job (the worker's run_jobs
+        # trains them in turn): a SLURM array task holds minutes of work, not seconds
+        share = max(1, round(workers * len(one_by_one) / max(1, len(job_overrides))))
+        for part in pack(one_by_one, per_job, workers=share):
+            if len(part) == 1:
+                jobs.append(part[0][1])
+            else:
+                jobs.append([*part[0][1], f"engine.members='{encode_members(part)}'"])
+            sizes.append(len(part))
         jobs.extend(alone)
         sizes.extend([1] * len(alone))
         if elsewhere:  # its job folders under the sweep folder this process made, not the worker's
@@ -214,6 +229,8 @@ class LossbenchSweeper(Sweeper):
         self.keys: dict[tuple[str, ...], Any] = {}
         self.uris: dict[tuple[str, ...], str] = {}  # each job's tracking.uri, absolute, as resolved here
         self.max_group: int | None = 256
+        self.runs_per_job: int | None = None  # engine.runs_per_job (see configs/engine/auto.yaml)
+        self.sequential: set[tuple[str, ...]] = set()  # jobs with valid settings and engine=sequential
         self.config: DictConfig | None = None
         self.hydra_context: Any = None
         self.basic: Any = None
@@ -253,9 +270,18 @@ class LossbenchSweeper(Sweeper):
             cfg = composer(list(overrides), keep=True)
             with contextlib.suppress(Exception):  # a job with no valid store reports it when it runs
                 self.uris[tuple(overrides)] = absolute_uri(str(cfg.tracking.uri))
+            try:  # before any run: a job folder per run would be the wrong thing to hand SLURM
+                self.runs_per_job = runs_per_job(cfg)
+            except LossbenchError as exc:
+                if os.environ.get("LOSSBENCH_DEBUG"):
+                    raise
+                print(f"error: {exc}", file=sys.stderr)
+                raise SystemExit(2) from None
             try:
                 key = group_key(cfg)
-                self.max_group = engine_settings(cfg)[1]
+                name, self.max_group = engine_settings(cfg)
+                if name == "sequential":
+                    self.sequential.add(tuple(overrides))
             except Exception:  # noqa: BLE001 - the job reports its own bad settings when it runs
                 key = None
             self.keys[tuple(overrides)] = key
