@@ -154,3 +154,21 @@ def test_submitit_array_tasks_train_runs_per_job_runs_each(tmp_path):
     assert got == sorted((loss, str(seed), "FINISHED") for loss in ("mse", "l1") for seed in (0, 1, 2))  # each once
     assert {x.data.tags.get("mlflow.parentRunId") for x in runs} == {parents[0].info.run_id}
     assert "done: 6 finished" in r.stderr
+
+
+@pytest.mark.slow
+def test_an_invalid_run_in_a_packed_job_is_recorded_failed_and_the_others_train(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    r = subprocess.run(
+        [sys.executable, "-m", "lossbench", "-m", "engine=sequential", "engine.runs_per_job=3",
+         "loss=mse,l1", "data=regression_outliers", "data.n_samples=150,-5", "model=linear", "trainer.max_epochs=1",
+         "tracking.experiment_name=packed"],
+        cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert r.returncode == 1, r.stderr[-3000:]  # as the same sweep without packing: some runs failed
+    assert "4 jobs as 2 group job(s) (2, 2 runs each)" in r.stderr  # each job holds one invalid run
+    c = tracking.client(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = [x for x in c.search_runs([c.get_experiment_by_name("packed").experiment_id]) if S.TAG_KIND not in x.data.tags]
+    got = sorted((x.data.tags.get(S.TAG_LOSS) or "", x.info.status) for x in runs)
+    assert sorted(s for _, s in got) == ["FAILED", "FAILED", "FINISHED", "FINISHED"], got  # each run once
+    assert "done: 2 finished, 0 diverged, 2 failed" in r.stderr

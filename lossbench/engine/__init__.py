@@ -151,7 +151,7 @@ def run_jobs(
     for item in batchable:
         groups.setdefault(B.compat_key(item[1]), []).append(item)
     plan = [g for members in groups.values() for g in chunks(members, max_group)]
-    if len(plan) > 1 or alone:
+    if len(plan) > 1 or (alone and engine != "sequential"):  # a packed sequential job: no groups to tell of
         log.info(f"lossbench engine: {len(batchable)} runs in {len(plan)} stacked group(s), {len(alone)} alone")
     for members in plan:
         opened = time.monotonic()
