@@ -128,6 +128,8 @@ def test_the_slurm_launcher_packs_runs_and_the_command_line_wins(compose):
     assert compose("hydra/launcher=slurm").engine.runs_per_job == 50
     assert compose("hydra/launcher=slurm", "engine=sequential").engine.runs_per_job == 50
     assert compose("hydra/launcher=slurm", "engine.runs_per_job=7").engine.runs_per_job == 7
+    # how runs are packed is not what they compute: a run done under SLURM counts as done locally
+    assert tracking.config_hash(compose("hydra/launcher=slurm", "loss=mse")) == tracking.config_hash(compose("loss=mse"))
 
 
 @pytest.mark.slow
