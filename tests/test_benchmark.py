@@ -280,6 +280,8 @@ def test_all_passes_its_options_on_to_each_benchmark():
     assert _defaults("losses", args).device == "cuda"
     assert _defaults("report", args).store == "/tmp/s"
     assert _defaults("startup", args).runs == 5  # its own default
+    store = _defaults("store", args)  # reached from the command line too, with its own defaults
+    assert (store.workers, store.sides, store.json) == (8, None, None)
 
 
 # ------------------------------------------------------------------------------------ sweep

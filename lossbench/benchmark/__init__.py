@@ -1,4 +1,4 @@
-"""lossbench's own benchmark: ``python -m lossbench.benchmark {losses,train,startup,report,sweep,choose,all}``.
+"""lossbench's own benchmark: ``python -m lossbench.benchmark {losses,train,startup,report,sweep,choose,store,all}``.
 
 Machines are shared and absolute times drift, so every timing that matters is a *ratio* of
 two things timed alternately (A B A B ...) in the same process, reported as the median of
@@ -16,6 +16,9 @@ the pairwise ratios, with the absolute medians printed beside it for context.
 ``choose``   ``lossbench.choose`` on synthetic tables with known traits (outliers, imbalance,
              label noise): the profile's error on each, and the recommendation and its
              training runs against a full sweep of every loss of the task
+``store``    runs per second that 8 writer processes put into SQLite, into PostgreSQL
+             directly and into an MLflow server on PostgreSQL (SQLite alone, with a
+             note, where no PostgreSQL can start)
 
 This module holds the helpers the subcommands share; it imports neither torch nor mlflow.
 """

@@ -1,9 +1,10 @@
-"""``python -m lossbench.benchmark {losses,train,startup,report,sweep,choose,all} [--device cpu|cuda] [options]``
+"""``python -m lossbench.benchmark {losses,train,startup,report,sweep,choose,store,all} [--device cpu|cuda] [options]``
 
 Prints ratios of two things timed alternately in one process (machines are shared and
 absolute times drift), with the absolute medians beside them; ``choose`` measures
 ``lossbench.choose`` itself (the profile against known traits, the recommendation and its
-compute against a full sweep). ``--json PATH`` also writes the results. ``all`` runs every
+compute against a full sweep); ``store`` the rate at which parallel writers put runs into
+each MLflow store. ``--json PATH`` also writes the results. ``all`` runs every
 benchmark in sequence with its defaults.
 """
 
@@ -16,7 +17,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-_SUBCOMMANDS = ("losses", "train", "startup", "report", "sweep", "choose")
+_SUBCOMMANDS = ("losses", "train", "startup", "report", "sweep", "choose", "store")
 _HELP = {
     "losses": "forward+backward of every loss vs its torch/torchvision counterpart",
     "train": "one lossbench training run vs a hand-written PyTorch loop",
@@ -24,6 +25,7 @@ _HELP = {
     "report": "the report on an MLflow store of many runs (default 1000)",
     "sweep": "a whole `python -m lossbench -m` sweep: batched engine vs engine=sequential",
     "choose": "lossbench.choose on tables with known traits: profile error, pick vs a full sweep, compute",
+    "store": "runs/s from 8 writer processes into SQLite, PostgreSQL directly and an MLflow server on it",
 }
 
 
@@ -38,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m lossbench.benchmark",
         description="lossbench's own benchmark: ratios of things timed side by side in one run.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{losses,train,startup,report,sweep,choose,all}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{losses,train,startup,report,sweep,choose,store,all}")
     for name in _SUBCOMMANDS:
         p = sub.add_parser(name, help=_HELP[name], description=(_module(name).__doc__ or "").split("\n\n")[0])
         _module(name).add_arguments(p)
