@@ -28,6 +28,12 @@ from .errors import TrackingError
 
 log = logging.getLogger(__name__)
 
+# MLflow 3's usage telemetry, where it cannot reach its home (no internet), turns itself off from a
+# thread by deleting an environment variable; a request to a tracking server copying the environment
+# at that moment fails with KeyError '_MLFLOW_TELEMETRY_SESSION_ID' (seen: 1 log_batch in 320 runs).
+# Off unless the user turns it on; before mlflow is imported by anything of ours.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
 # config keys that say how a job runs, not what it computes: left out of the config hash
 _NOT_HASHED = ("tracking", "engine", "hydra", "trainer.enable_progress_bar", "trainer.devices", "debug", "sweep_id")
 
