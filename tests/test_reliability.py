@@ -163,10 +163,8 @@ def test_a_run_left_running_by_kill_9_is_found_listed_and_settled(tmp_path, wait
 
 
 def test_a_config_started_again_settles_its_own_stuck_run(compose, mlflow_uri):
-    from omegaconf import OmegaConf
-
     cfg = compose(*REG, "trainer.max_epochs=1", "seed=7")
-    chash = tracking.config_hash(OmegaConf.to_container(cfg, resolve=True))
+    chash = tracking.config_hash(pipeline.prepare(cfg).cfg)  # hashed as the pipeline does: with model.head resolved
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()  # a pid whose process has ended
     exp = tracking.ensure_experiment(mlflow_uri, str(cfg.tracking.experiment_name))

@@ -159,8 +159,11 @@ def test_loss_comma_list_becomes_search_losses():
     assert normalize_overrides(["search.losses=[focal,ldam]", "loss=ldam"]) == ["search.losses=[focal,ldam]", "loss=ldam"]
     assert normalize_overrides(["loss=focal", "loss.gamma=1"]) == ["loss=focal", "loss.gamma=1"]
     # a glob, read by Hydra's parser, names the loss configs it matches; the list stays before the flags
+    # (the configs with "focal" in their name: binary_focal, cb_focal, focal)
     globbed = normalize_overrides(["loss=glob(*focal*)", "data=imbalanced", "--cfg", "job"])
-    assert globbed == ["search.losses=[binary_focal,focal]", "loss=binary_focal", "data=imbalanced", "--cfg", "job"]
+    assert globbed == ["search.losses=[binary_focal,cb_focal,focal]", "loss=binary_focal", "data=imbalanced", "--cfg", "job"]
+    globbed = normalize_overrides(["loss=glob(*focal,exclude=cb_*)"])
+    assert globbed == ["search.losses=[binary_focal,focal]", "loss=binary_focal"]
     with pytest.raises(LossbenchError, match="once"):
         normalize_overrides(["loss=focal,ldam", "search.losses=[mse]"])
     with pytest.raises(LossbenchError, match="Did you mean 'ldam'"):
