@@ -357,6 +357,26 @@ def test_swept_optimizer_setting_makes_separate_variants():
     assert mse.chosen.extras == {"optimizer.lr": "0.01"}
 
 
+def test_settings_that_differ_only_between_scenarios_set_no_variant_apart():
+    """A grid per scenario (reproduce_small: an mlp on digits, a linear model on regression) labels
+    no variant with its model; model.head, decided by the loss (LDAM's normed head), neither."""
+    rows = []
+    for s in range(2):
+        for loss, head in (("cross_entropy", "linear"), ("ldam", "normed")):
+            rows.append(run(loss, s, 0.9, scenario="digits", mode="max", objective="balanced_accuracy",
+                            model="mlp", **{"params.model.hidden": "[128]", "params.model.head": head,
+                                            "params.optimizer.lr": "0.003"}))
+        rows.append(run("mse", s, 0.3, scenario="reg", model="linear",
+                        **{"params.model.head": "linear", "params.optimizer.lr": "0.01"}))
+        # a head swept on purpose for one loss is a variant of it
+        rows.append(run("mse", s, 0.4, scenario="reg", model="linear",
+                        **{"params.model.head": "normed", "params.optimizer.lr": "0.01"}))
+    a = analyze(table(rows))
+    extras = {(r.loss, json.dumps(v.extras, sort_keys=True)) for sc in a.scenarios for r in sc.losses for v in r.variants}
+    assert extras == {("cross_entropy", "{}"), ("ldam", "{}"),
+                      ("mse", '{"model.head": "linear"}'), ("mse", '{"model.head": "normed"}')}
+
+
 def test_data_axes_and_normalize_groups():
     rows = []
     for of in ("0.0", "0.1", "0.2"):

@@ -195,3 +195,21 @@ def test_a_significant_friedman_test_names_the_pairs_nemenyi_separates(tmp_path:
     assert a["nemenyi"]["critical_difference"] == pytest.approx(cd, abs=1e-3)
     assert a["nemenyi"]["different"] == [["huber", "mse"]]
     assert "huber ranks better than mse (1 against 3)" in md
+
+
+@pytest.mark.slow
+def test_one_loss_common_to_the_scenarios_gets_words_not_a_one_row_table(tmp_path: Path) -> None:
+    # reproduce_small's two digits grids share only cross-entropy; here two outlier fractions share only mse
+    def populate(uri: str) -> None:
+        st = MetricStore(uri)
+        for frac, losses in ((0.1, ("mse", "l1")), (0.2, ("mse", "huber"))):
+            for loss in losses:
+                for seed in range(3):
+                    st.finals = {"mae": 0.5, "median_ae": 0.4}
+                    st.run(loss, {**REG, "outlier_fraction": frac}, seed, SCENARIOS[frac][loss] + JITTER[seed])
+
+    summary, md = _build(tmp_path, populate)
+    (a,) = summary["across_scenarios"]
+    assert [x["loss"] for x in a["losses"]] == ["mse"] and sorted(a["left_out_losses"]) == ["huber", "l1"]
+    assert "No two losses finished in all 2 scenarios, so there is nothing to rank across them." in md
+    assert "| Loss | Mean rank |" not in md

@@ -191,7 +191,8 @@ def _across(a: AcrossScenarios, names: Mapping[str, str]) -> dict[str, Any]:
     heads = [names.get(s, s) for s in a.scenarios]
     rows = tuple((loss, f"{a.mean_rank[loss]:.3g}", *(f"{a.ranks[s][loss]:g}" for s in a.scenarios))
                  for loss in a.losses)
-    return {"task": a.task, "table": Table(("Loss", "Mean rank", *heads), rows) if rows else None,
+    # one loss alone has nothing to be ranked against: the words say so, without a one-row table
+    return {"task": a.task, "table": Table(("Loss", "Mean rank", *heads), rows) if len(rows) > 1 else None,
             "text": words.across_text(a, names)}
 
 

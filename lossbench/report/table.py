@@ -203,18 +203,27 @@ def prepare(table: pd.DataFrame) -> pd.DataFrame:
     per["task"] = per["task"].fillna("")
     df[per.columns] = per.loc[df["scenario"]].to_numpy()
     df["metric"] = METRIC_PREFIX + "test_" + as_text(df["objective"])
-    # variants: loss params plus swept model/optimizer settings
-    extra_cols = [
+    # variants: loss params plus the model/optimizer settings swept within a scenario (a setting that
+    # differs only between scenarios, e.g. one grid's model, sets no variant apart); model.head, which
+    # a loss's needs decide (auto), only where it differs between runs of the same loss
+    cand = [
         c for c in df.columns
         if c.startswith(PARAM_PREFIX)
         and (c[len(PARAM_PREFIX) :].startswith(VARIANT_PARAM_PREFIXES) or c[len(PARAM_PREFIX) :] in VARIANT_PARAM_KEYS)
-        and as_text(df[c]).nunique() > 1
     ]
-    if as_text(df["model"]).nunique() > 1:
-        extra_cols = ["model", *extra_cols]
-    extras = df[extra_cols].rename(columns=lambda c: c.removeprefix(PARAM_PREFIX)).astype(object)
-    df["variant_extras"] = [json.dumps({k: str(v) for k, v in row.items()}, sort_keys=True)
-                            for row in extras.to_dict("records")]
+    text = {c: as_text(df[c]) for c in ["model", *cand]}
+    per_scenario: dict[Any, list[str]] = {}
+    for scen, rows in df.groupby("scenario", sort=False).groups.items():
+        def varies(c: str, by: list[str]) -> bool:
+            return bool((text[c][rows].groupby([df.loc[rows, k] for k in by]).nunique() > 1).any())
+
+        per_scenario[scen] = [c for c in ["model", *cand]
+                              if varies(c, ["scenario", "loss"] if c.endswith("model.head") else ["scenario"])]
+    used = sorted({c for cols in per_scenario.values() for c in cols})
+    df["variant_extras"] = [
+        json.dumps({c.removeprefix(PARAM_PREFIX): str(row[c]) for c in per_scenario[row["scenario"]]}, sort_keys=True)
+        for row in df[["scenario", *used]].to_dict("records")
+    ]
     df["variant"] = df["loss"] + "|" + df["loss_params"] + "|" + df["variant_extras"]
     cols = ["variant", "loss", "loss_params", "variant_extras", "base_loss"]
     labels = {v: variant_label(lo, p, e, b) for v, lo, p, e, b in df[cols].drop_duplicates().itertuples(index=False)}
