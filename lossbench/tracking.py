@@ -3,6 +3,10 @@
 The store and the experiment are created once, by the process that starts a job or a
 sweep, before any worker exists: several processes creating a fresh SQLite store or
 the same experiment at once corrupt the store or misfile runs.
+
+Over 500 lines on purpose: every write to MLflow goes through here (the store, the
+experiment, the one Run object per open run, parent runs, context tags, stuck runs); the
+report and the API only read (the report benchmark writes its synthetic store directly).
 """
 
 from __future__ import annotations
