@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["console", "machine_info", "median", "pairwise_ratio", "profile_breakdown", "profile_modules", "write_json"]
+__all__ = ["console", "machine_info", "median", "pairwise_ratio", "profile_breakdown", "profile_modules", "publish", "write_json"]
 
 
 def median(xs: Sequence[float]) -> float | None:
@@ -103,6 +103,16 @@ def write_json(path: str | Path, payload: Mapping[str, Any]) -> Path:
         out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     return out
+
+
+def publish(name: str, res: Mapping[str, Any], machine: Mapping[str, Any],
+            printer: Callable[[Any, Any], None], json_path: str | None) -> dict[str, Any]:
+    """A subcommand's end: print its results, write them (with the machine) to ``json_path`` if given."""
+    payload = {"benchmark": name, "machine": dict(machine), **res}
+    printer(res, machine)
+    if json_path:
+        write_json(json_path, payload)
+    return payload
 
 
 def _code_key(fn: Callable[..., Any]) -> tuple[str, int, str]:

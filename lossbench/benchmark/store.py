@@ -38,7 +38,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import console, describe_machine, machine_info, median, pairwise_ratio, write_json
+from . import console, describe_machine, machine_info, median, pairwise_ratio, publish
 
 SIDES = ("sqlite", "postgres", "server")
 HAND_CHECK = {"sqlite": 11.4, "postgres": 22.4, "server": 13.8}  # runs/s, 8 writers x 40 runs, this machine kind
@@ -285,12 +285,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sides = [s.strip() for s in str(args.sides).split(",") if s.strip()]
     res = bench_store(workers=args.workers, runs_per_worker=args.runs_per_worker, epochs=args.epochs,
                       rounds=args.rounds, sides=sides, server_workers=args.server_workers)
-    machine = machine_info("cpu")
-    payload = {"benchmark": "store", "machine": machine, **res}
-    print_result(res, machine)
-    if args.json:
-        write_json(args.json, payload)
-    return payload
+    return publish("store", res, machine_info("cpu"), print_result, args.json)
 
 
 def print_result(res: dict[str, Any], machine: dict[str, Any]) -> None:

@@ -54,7 +54,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import console, describe_machine, machine_info, median, pairwise_ratio, write_json
+from . import console, describe_machine, machine_info, median, pairwise_ratio, publish
 
 LOSSES = ("cross_entropy", "focal", "logit_adjusted", "balanced_softmax")
 MODEL = "mlp"
@@ -462,22 +462,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         launchers = [x.strip() for x in args.launchers.split(",") if x.strip()]
         res = bench_launchers(launchers=launchers, runs=args.runs, rounds=args.rounds, epochs=args.epochs,
                               keep=args.keep, threads=args.threads)
-        machine = machine_info("cpu")
-        payload = {"benchmark": "sweep-launchers", "machine": machine, **res}
-        print_launchers(res, machine)
-        if args.json:
-            write_json(args.json, payload)
-        return payload
+        return publish("sweep-launchers", res, machine_info("cpu"), print_launchers, args.json)
     res = bench_sweep(runs=args.runs, rounds=args.rounds, epochs=args.epochs, device=args.device,
                       seeds_per_loss=args.seeds_per_loss, keep=args.keep, threads=args.threads)
     machine = machine_info(args.device)
     if args.threads:
         machine["torch_threads"] = args.threads  # what the commands ran with, not this process
-    payload = {"benchmark": "sweep", "machine": machine, **res}
-    print_result(res, machine)
-    if args.json:
-        write_json(args.json, payload)
-    return payload
+    return publish("sweep", res, machine, print_result, args.json)
 
 
 def _fmt(x: float) -> str:
