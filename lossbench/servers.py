@@ -199,17 +199,18 @@ def start_postgres(*, port: int | None = None, database: str = "mlflow", timeout
                               f"\n--- {pg.log} ---\n{_tail(pg.log)}")
         pg.create_database(database)
     except BaseException:
-        _stop_pg(pg)
+        _stop(pg)
         raise
     return pg
 
 
-def _stop_pg(pg: Postgres) -> None:
+def _stop(item: Postgres | MlflowServer) -> None:
+    """Stop a server this module started and forget it."""
     try:
-        pg.stop()
+        item.stop()
     finally:
         with contextlib.suppress(ValueError):
-            _LIVE.remove(pg)
+            _LIVE.remove(item)
 
 
 @contextlib.contextmanager
@@ -219,7 +220,7 @@ def postgres(*, port: int | None = None, database: str = "mlflow") -> Iterator[P
     try:
         yield pg
     finally:
-        _stop_pg(pg)
+        _stop(pg)
 
 
 # ----------------------------------------------------------------------------- MLflow server
@@ -322,7 +323,7 @@ def start_mlflow_server(
     try:
         _wait_healthy(srv, timeout)
     except BaseException:
-        _stop_srv(srv)
+        _stop(srv)
         raise
     return srv
 
@@ -343,14 +344,6 @@ def _wait_healthy(srv: MlflowServer, timeout: float) -> None:
         time.sleep(0.25)
 
 
-def _stop_srv(srv: MlflowServer) -> None:
-    try:
-        srv.stop()
-    finally:
-        with contextlib.suppress(ValueError):
-            _LIVE.remove(srv)
-
-
 @contextlib.contextmanager
 def mlflow_server(backend_uri: str, artifacts: str | Path, **kwargs) -> Iterator[MlflowServer]:
     """An MLflow tracking server for the ``with`` block (arguments: :func:`start_mlflow_server`)."""
@@ -358,7 +351,7 @@ def mlflow_server(backend_uri: str, artifacts: str | Path, **kwargs) -> Iterator
     try:
         yield srv
     finally:
-        _stop_srv(srv)
+        _stop(srv)
 
 
 @contextlib.contextmanager
@@ -421,7 +414,7 @@ def _stop_all() -> None:
     """Whatever a caller started and never stopped (servers first, then their databases)."""
     for item in sorted(_LIVE, key=lambda x: isinstance(x, Postgres)):
         with contextlib.suppress(Exception):
-            (_stop_srv if isinstance(item, MlflowServer) else _stop_pg)(item)
+            _stop(item)
 
 
 __all__ = [
