@@ -131,6 +131,8 @@ def write_profile(out_dir: Path, profile: Mapping[str, Any], sl: Shortlist, plan
         data["outlier_fraction"] = profile["outlier_fraction"]["value"]
     else:
         data["imbalance_ratio"] = profile["imbalance_ratio"]
+        if profile.get("clean_imbalance_ratio"):  # estimated for the true labels (label noise moves rows)
+            data["clean_imbalance_ratio"] = profile["clean_imbalance_ratio"]["value"]
         data["label_noise"] = profile["label_noise"]["value"]
     data["objective"], data["objective_reason"] = sl.objective, sl.objective_reason
     data["shortlist"] = [c.as_dict() for c in sl.candidates]
