@@ -31,6 +31,10 @@ def _num(digits: int) -> Any:
     return lambda v: "n/a" if v is None else f"{float(v):.{digits}f}"
 
 
+def _num3g(v: Any) -> str:
+    return "n/a" if v is None else f"{float(v):.3g}"
+
+
 def trait_rows(p: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """(trait, measured value with its 95% interval, how it was measured) for every trait measured."""
     rows = [
@@ -64,8 +68,20 @@ def trait_rows(p: Mapping[str, Any]) -> list[tuple[str, str, str]]:
         counts = p.get("class_counts") or []
         names = p.get("class_names") or [str(i) for i in range(len(counts))]
         shown = ", ".join(f"{n}: {c}" for n, c in zip(names, counts, strict=False))
-        rows.append(("class counts", shown, "training split"))
-        rows.append(("imbalance ratio", f"{p['imbalance_ratio']:.3g}", "largest / smallest class, exact"))
+        rows.append(("class counts", shown, "training split, given labels"))
+        clean = p.get("clean_imbalance_ratio")
+        if clean:
+            est = p.get("clean_class_counts") or []
+            rows.append(("class counts, true labels (estimated)",
+                         ", ".join(f"{n}: {c:.0f}" for n, c in zip(names, est, strict=False)),
+                         "column sums of confident learning's joint Q[given, true] (Northcutt et al., JAIR 2021): "
+                         "the labels it finds wrong counted in the class it finds likely"))
+            rows.append(("imbalance ratio", f"{p['imbalance_ratio']:.3g} given; {_est(clean, _num3g)} estimated for the "
+                         f"true labels", "largest / smallest class: exact for the given labels; wrong labels move rows "
+                         "between classes (symmetric noise moves head rows into the tail and flattens the counts), so "
+                         "where the label noise is material the estimate for the true labels decides the shortlist"))
+        else:
+            rows.append(("imbalance ratio", f"{p['imbalance_ratio']:.3g}", "largest / smallest class, exact"))
         shots = p.get("shot_groups") or {}
         rows.append(("head / tail", f"{p.get('shape')} profile; the largest {p.get('head_classes')} class(es) hold "
                      f"{_pct(p.get('head_share'))} of the rows; many / medium / few-shot classes: "

@@ -94,6 +94,30 @@ def low(est: Mapping[str, Any] | None) -> float:
     return float("-inf") if v is None else float(v)
 
 
+def imbalance_basis(profile: Mapping[str, Any]) -> tuple[float | None, bool, str, bool]:
+    """The class imbalance the shortlist decides on: ``(ratio, imbalanced, words, estimated)``.
+
+    The given labels' largest / smallest class is exact, and decides, unless the label noise is
+    material (its interval starts at :data:`LABEL_NOISE_LOW` or above, the criterion that brings
+    the noise-robust losses): wrong labels move rows between classes, and symmetric noise moves
+    many head rows into the tail, so the given counts read far flatter than the true ones. Then
+    confident learning's estimate for the true labels (``clean_imbalance_ratio``) decides, by the
+    lower end of its interval, as every estimated trait here does.
+    """
+    ratio = profile.get("imbalance_ratio")
+    clean = profile.get("clean_imbalance_ratio")
+    noise = profile.get("label_noise")
+    if clean and clean.get("value") is not None and low(noise) >= LABEL_NOISE_LOW:
+        value, (lo, hi) = float(clean["value"]), clean["ci"]
+        given = f", against {ratio:.3g} for the given labels" if ratio is not None else ""
+        words = (f"{value:.3g} as estimated for the true labels (95% CI {lo:.3g} to {hi:.3g}){given}: confident "
+                 f"learning finds {pct(noise['value'])} of the labels wrong, and wrong labels move rows between "
+                 f"classes (symmetric noise flattens the counts), so the estimate decides, by the lower end of its "
+                 f"interval")
+        return value, low(clean) >= IMBALANCE_RATIO, words, True
+    return ratio, ratio is not None and ratio >= IMBALANCE_RATIO, "" if ratio is None else f"{ratio:.3g}", False
+
+
 def ranked(trait: str, registry_trait: str | Sequence[str], task: str, *, exclude: Sequence[str] = ()) -> list[str]:
     """Registered losses fitting ``task`` with every trait in ``registry_trait``, in preference order."""
     from ..registry import list_losses, loss_info
@@ -177,10 +201,12 @@ def default_objective(profile: Mapping[str, Any], data_cfg: Mapping[str, Any]) -
     if own:
         return str(own), f"data.objective={own}, set by you, selects on validation and ranks on test."
     if task != "regression":
-        ratio = profile.get("imbalance_ratio")
-        if ratio is not None and ratio >= IMBALANCE_RATIO:
+        ratio, imbalanced, _, estimated = imbalance_basis(profile)
+        if imbalanced:
+            words = (f"{ratio:.3g} as estimated for the true labels, {profile['imbalance_ratio']:.3g} for the given ones"
+                     if estimated else f"{ratio:.3g}")
             return "balanced_accuracy", (
-                f"balanced_accuracy, as the classes are imbalanced (largest / smallest {ratio:.3g}): it averages the "
+                f"balanced_accuracy, as the classes are imbalanced (largest / smallest {words}): it averages the "
                 f"recall of each class, where accuracy would reward a loss that favours the common ones.")
         return "balanced_accuracy", ("balanced_accuracy, the task's default: it weighs every class alike, and with "
                                      "classes this even it reads close to accuracy.")
@@ -246,18 +272,25 @@ def _regression(p: Mapping[str, Any], b: _Builder, notes: list[str]) -> None:
 
 def _classification(p: Mapping[str, Any], b: _Builder, notes: list[str]) -> None:
     task = b.task
-    ratio = p.get("imbalance_ratio")
+    given_ratio = p.get("imbalance_ratio")
     noise = p.get("label_noise")
     imbalance_names = ranked("imbalance_binary" if task == "binary" else "imbalance", "handles_imbalance", task)
     noise_names = ranked("label_noise", "handles_label_noise", task)
-    imbalanced = ratio is not None and ratio >= IMBALANCE_RATIO
+    ratio, imbalanced, ratio_words, on_clean = imbalance_basis(p)
     noisy = low(noise) >= LABEL_NOISE_LOW
-    if imbalanced:
+    if imbalanced and on_clean:
+        b.add_some(imbalance_names, "imbalance",
+                   f"largest / smallest class {ratio_words}: plain cross-entropy then favours the head classes "
+                   f"(guide, point 5)")
+    elif imbalanced:
         shape = p.get("shape", "")
         b.add_some(imbalance_names, "imbalance",
                    f"the largest training class is {ratio:.3g} times the smallest ({shape} profile; the largest "
                    f"{p.get('head_classes', 1)} class(es) hold {pct(p.get('head_share', float('nan')))} of the rows): "
                    f"plain cross-entropy then favours the head classes (guide, point 5)")
+    elif on_clean and given_ratio is not None and max(ratio, given_ratio) >= MILD_IMBALANCE:
+        notes.append(f"Imbalance: largest / smallest class {ratio_words}; that lower end is below {IMBALANCE_RATIO:g}: no "
+                     f"imbalance loss is added; the balanced-accuracy objective already weighs every class alike.")
     elif ratio is not None and ratio >= MILD_IMBALANCE:
         notes.append(f"Mild imbalance (largest / smallest class {ratio:.3g}): below {IMBALANCE_RATIO:g}, no imbalance "
                      f"loss is added; the balanced-accuracy objective already weighs every class alike.")
