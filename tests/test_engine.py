@@ -28,14 +28,21 @@ def jobs_of(compose, *variants: list[str], common: list[str] = ()) -> list[tuple
     return [(i, compose(*common, *v, "tracking.skip_finished=false"), " ".join(v)) for i, v in enumerate(variants)]
 
 
-def assert_same_metrics(a: dict, b: dict, rel: float = REL, where: str = "") -> None:
+# metrics that count test predictions (ECE: into confidence bins): one prediction that flips moves them by about
+# 1 / n_test, far more than float rounding moves a loss
+COUNTED = ("accuracy", "macro_f1", "recall", "ece")
+
+
+def assert_same_metrics(a: dict, b: dict, rel: float = REL, where: str = "", counted: float = 0.0) -> None:
+    """Equal within ``rel``; those in COUNTED also within ``counted`` absolute (a few flipped predictions)."""
     assert set(a) == set(b), (where, set(a) ^ set(b))
     for k in a:
         va, vb = a[k], b[k]
         if math.isnan(vb):
             assert math.isnan(va), (where, k, va, vb)
             continue
-        assert math.isclose(va, vb, rel_tol=rel, abs_tol=1e-7), (where, k, va, vb)
+        abs_tol = max(1e-7, counted if any(w in k for w in COUNTED) else 0.0)
+        assert math.isclose(va, vb, rel_tol=rel, abs_tol=abs_tol), (where, k, va, vb)
 
 
 def history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
@@ -81,8 +88,11 @@ CLASSIFICATION = ["data=imbalanced", "data.n_max=120", "model=mlp", "model.hidde
             [*CLASSIFICATION, "optimizer=adamw", "model.batchnorm=true"],
             [["loss=cross_entropy", "seed=0"], ["loss=poly", "seed=5"]],
             # BatchNorm's batch statistics are reduced in another order under vmap: measured
-            # 2e-5 relative on the test loss after 5 epochs, up to 6e-4 on the ECE
-            2e-3,
+            # 2e-5 relative on the test loss after 5 epochs, up to 6e-4 on the ECE; on some CPUs
+            # one test prediction flips (poly, seed 5: accuracy 0.151 against 0.152 of 1000, medium-
+            # shot 0.283 against 0.287 of 300, class 2's recall 0.15 against 0.16 of 100), so counted
+            # metrics may differ by one prediction in a class of 100 test samples
+            (2e-3, 0.01 + 1e-9),
             id="mlp-batchnorm-adamw",
         ),
         pytest.param(
@@ -95,6 +105,7 @@ CLASSIFICATION = ["data=imbalanced", "data.n_max=120", "model=mlp", "model.hidde
 )
 @pytest.mark.slow
 def test_a_member_of_a_group_equals_the_same_run_trained_alone(compose, mlflow_uri, common, variants, rel):
+    rel, counted = rel if isinstance(rel, tuple) else (rel, 0.0)  # (on the loss, on counted metrics)
     jobs = jobs_of(compose, *variants, common=common)
     grouped = run_jobs(jobs, engine="batched", multirun=True)
     alone = {num: pipeline.run(cfg, overrides=ov, multirun=True) for num, cfg, ov in jobs}
@@ -103,7 +114,7 @@ def test_a_member_of_a_group_equals_the_same_run_trained_alone(compose, mlflow_u
     for num, _, ov in jobs:
         g, a = grouped[num], alone[num]
         assert g.status == a.status == "FINISHED", (ov, g.message, a.message)
-        assert_same_metrics(g.metrics, a.metrics, rel=rel, where=ov)
+        assert_same_metrics(g.metrics, a.metrics, rel=rel, where=ov, counted=counted)
         rg, ra = c.get_run(g.run_id), c.get_run(a.run_id)
         # the same record, but for the tags that name the engine and the group
         assert rg.data.params == ra.data.params
