@@ -174,26 +174,23 @@ class GroupingLauncher(Launcher):
         keys = list(by_key)
         jobs: list[list[str]] = []
         sizes: list[int] = []
+
+        def add(part: list[Any]) -> None:  # one launcher job: a run alone, or runs under engine.members
+            jobs.append(part[0][1] if len(part) == 1 else [*part[0][1], f"engine.members='{encode_members(part)}'"])
+            sizes.append(len(part))
+
         for key in keys:
             members = by_key[key]
             # keep every worker busy: at least as many group jobs as workers, when there are runs enough
             share = max(1, round(workers * len(members) / max(1, len(job_overrides))))
             bound = min(b for b in (max_group, per_job, len(members)) if b is not None)
             for part in chunks(members, bound, min_chunks=share):
-                if len(part) == 1:
-                    jobs.append(part[0][1])
-                else:
-                    jobs.append([*part[0][1], f"engine.members='{encode_members(part)}'"])
-                sizes.append(len(part))
+                add(part)
         # runs that train one by one, engine.runs_per_job of them to a job (the worker's run_jobs
         # trains them in turn): a SLURM array task holds minutes of work, not seconds
         share = max(1, round(workers * len(one_by_one) / max(1, len(job_overrides))))
         for part in pack(one_by_one, per_job, workers=share):
-            if len(part) == 1:
-                jobs.append(part[0][1])
-            else:
-                jobs.append([*part[0][1], f"engine.members='{encode_members(part)}'"])
-            sizes.append(len(part))
+            add(part)
         jobs.extend(alone)
         sizes.extend([1] * len(alone))
         if elsewhere:  # its job folders under the sweep folder this process made, not the worker's
