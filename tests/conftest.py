@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,12 @@ import pytest
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 warnings.filterwarnings("ignore", message=r".*Filesystem tracking backend.*")
+
+# A background job of a non-interactive shell (`pytest &` in a script) starts with SIGINT
+# ignored, and every child it starts inherits that: the Ctrl-C tests would then press a key
+# nobody hears (seen: five of them failed, children never stopping). Ctrl-C as in a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
