@@ -228,10 +228,7 @@ def test_rerunning_continues_the_study_up_to_the_budget(search, mlflow_uri):
     assert [r.info.run_id for r in tagged] == [done[0].best_run_id]
     other = next(r.info.run_id for r in runs_of(mlflow_uri, search.experiment, name) if r.info.run_id != done[0].best_run_id)
     done[0].best_run_id = other
-    from lossbench.search.study import LossPlan
-
-    plan = LossPlan("huber", None, {}, [], 4, "val_rmse", "minimize", name, ["loss=huber"], {})  # type: ignore[arg-type]
-    record_best(done[0], plan, mlflow_uri, tagged[0].info.experiment_id)
+    record_best(done[0], mlflow_uri, tagged[0].info.experiment_id)
     tagged = [r for r in runs_of(mlflow_uri, search.experiment, name) if r.data.tags.get(TAG_BEST) == "true"]
     assert [r.info.run_id for r in tagged] == [other]
     # continuing with another config is refused: its trials would not compare

@@ -63,16 +63,21 @@ _ABSENT = object()
 
 @dataclass
 class LossOutcome:
-    """Where one loss's study stands after this process's trials."""
+    """One loss's study: its plan, checked before any trial runs, then where it stands after this
+    process's trials."""
 
-    loss: str
-    study_name: str
-    storage: str
+    loss: str  # the loss config's name (a loss, or a named variant of one)
+    cfg: DictConfig
+    space: dict[str, dict[str, Any]]
+    fixed: list[str]  # keys of the loss's space held at their configured value
+    budget: int
     objective: str  # the validation metric optimised, e.g. "val_balanced_accuracy"
     direction: str  # maximize | minimize
-    budget: int
-    space: dict[str, dict[str, Any]]
-    fixed: list[str]
+    study_name: str
+    overrides: list[str]  # training overrides that reproduce the base config
+    identity: dict[str, Any]
+    note: str = ""
+    storage: str = ""
     complete: int = 0
     pruned: int = 0
     failed: int = 0
@@ -82,7 +87,6 @@ class LossOutcome:
     best_run_id: str | None = None
     trials: list[Any] = field(default_factory=list)  # the FrozenTrials this process ran
     timed_out: bool = False
-    note: str = ""
 
     @property
     def used(self) -> int:
@@ -94,21 +98,7 @@ class LossOutcome:
         return sum(1 for t in self.trials if t.user_attrs.get(ATTR_FAILURE) == S.FAILURE_ERROR)
 
 
-@dataclass
-class LossPlan:
-    """Everything a loss's study needs, checked before any trial runs."""
-
-    loss: str  # the loss config's name (a loss, or a named variant of one)
-    cfg: DictConfig
-    space: dict[str, dict[str, Any]]
-    fixed: list[str]  # keys of the loss's space held at their configured value
-    budget: int
-    objective: str
-    direction: str
-    study_name: str
-    overrides: list[str]  # training overrides that reproduce the base config
-    identity: dict[str, Any]
-    note: str = ""
+LossPlan = LossOutcome  # before its trials run, the same object is the loss's plan
 
 
 # ---------------------------------------------------------------------------- config
@@ -333,25 +323,20 @@ def _check_journal(file: Path, spec: str) -> None:
     """A file that is there already must be an Optuna journal: one JSON record per line."""
     with open(file, "rb") as f:
         head = f.read(1 << 16)
-    if not head:
-        return
     first = head.split(b"\n", 1)[0].strip()
-    if first.startswith(b'{"op_code"'):  # what Optuna writes (possibly still being written)
+    if not head or first.startswith(b'{"op_code"'):  # what Optuna writes (possibly still being written)
         return
+    with contextlib.suppress(ValueError):
+        if isinstance(record := json.loads(first), dict) and "op_code" in record:
+            return
     try:
-        record = json.loads(first)
-        ok = isinstance(record, dict) and "op_code" in record
-    except ValueError:
-        ok = False
-    if not ok:
-        try:
-            text = first[:40].decode("utf-8")
-            what = f"its first line is {text!r}" if text.isprintable() else "it holds binary data"
-        except UnicodeDecodeError:
-            what = "it holds binary data"
-        raise ParameterError(
-            f"search.storage {spec} is not an Optuna journal ({what}, not an Optuna record); {_ANOTHER_JOURNAL}"
-        )
+        text = first[:40].decode("utf-8")
+    except UnicodeDecodeError:
+        text = "\0"  # not printable: binary
+    what = f"its first line is {text!r}" if text.isprintable() else "it holds binary data"
+    raise ParameterError(
+        f"search.storage {spec} is not an Optuna journal ({what}, not an Optuna record); {_ANOTHER_JOURNAL}"
+    )
 
 
 @contextlib.contextmanager
@@ -610,10 +595,7 @@ def search_loss(
     (an API for tests and tools) one at a time.
     """
     dists = {k: distribution(v) for k, v in plan.space.items()}
-    outcome = LossOutcome(
-        plan.loss, plan.study_name, storage.spec, plan.objective, plan.direction, plan.budget, plan.space, plan.fixed,
-        note=plan.note,
-    )
+    plan.storage = storage.spec
     deadline = time.monotonic() + settings.timeout if settings.timeout else None
     uri = str(plan.cfg.tracking.uri)
     with _budget_lock(storage.lock_path):  # one parent run per study, whichever worker comes first
@@ -630,10 +612,10 @@ def search_loss(
                 batch[-1].set_user_attr(ATTR_WORKER, _worker())
         if not batch:
             break
-        outcome.trials.extend(_run_trials(study, storage, batch, plan, settings, printer, callbacks, parent))
+        plan.trials.extend(_run_trials(study, storage, batch, plan, settings, printer, callbacks, parent))
     else:
-        outcome.timed_out = True
-    return outcome  # counts and best: filled by run_search under the study's lock
+        plan.timed_out = True
+    return plan  # counts and best: filled by run_search under the study's lock
 
 
 def _fill(outcome: LossOutcome, study: Any) -> None:
@@ -647,19 +629,18 @@ def _fill(outcome: LossOutcome, study: Any) -> None:
         outcome.note = f"stopped by search.timeout at {outcome.used}/{outcome.budget} trials; run again to continue"
 
 
-def best_summary(outcome: LossOutcome, plan: LossPlan) -> dict[str, Any]:
+def best_summary(o: LossOutcome) -> dict[str, Any]:
     """What ``best_params.json`` holds: the best trial and how to train with its parameters."""
-    o = outcome
     return {
         "loss": o.loss, "study": o.study_name, "storage": o.storage, "objective": o.objective, "direction": o.direction,
         "best_value": o.best_value, "best_params": o.best_params, "best_trial": o.best_trial, "mlflow_run_id": o.best_run_id,
-        "train_command": "python -m lossbench " + " ".join(_train_overrides(plan, o.best_params)),
+        "train_command": "python -m lossbench " + " ".join(_train_overrides(o, o.best_params)),
         "trials": {"complete": o.complete, "pruned": o.pruned, "failed": o.failed, "budget": o.budget},
         "search_space": o.space, "fixed": o.fixed, "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
 
-def record_best(outcome: LossOutcome, plan: LossPlan, uri: str, experiment_id: str) -> None:
+def record_best(outcome: LossOutcome, uri: str, experiment_id: str) -> None:
     """Tag the best trial's run ``optuna_best=true`` (only it) and log ``best_params.json`` on it.
 
     Call it under the study's lock, with ``outcome`` filled from the study inside that lock.
@@ -671,7 +652,7 @@ def record_best(outcome: LossOutcome, plan: LossPlan, uri: str, experiment_id: s
             client.delete_tag(run.info.run_id, TAG_BEST)
     if outcome.best_run_id:
         client.set_tag(outcome.best_run_id, TAG_BEST, "true")
-        client.log_dict(outcome.best_run_id, best_summary(outcome, plan), ARTIFACT_BEST)
+        client.log_dict(outcome.best_run_id, best_summary(outcome), ARTIFACT_BEST)
     parent = tracking.parent_run(uri, experiment_id, "study", outcome.study_name, "", create=False)
     if parent:  # the study's parent run holds its best so far; trials added later still fold under it
         best = {"best_value": outcome.best_value} if outcome.best_value is not None else {}
@@ -711,7 +692,6 @@ def run_search(
         storage = open_storage(settings.storage, uri)
         studies = [open_study(p, settings, storage) for p in plans]
         experiment_id = tracking.ensure_experiment(uri, str(plans[0].cfg.tracking.experiment_name))
-        outcomes = []
         for plan, study in zip(plans, studies, strict=True):
             done = _used(study.get_trials(deepcopy=False))
             fixed = f"; held fixed: {', '.join(plan.fixed)}" if plan.fixed else ""
@@ -719,11 +699,10 @@ def run_search(
                 f"{plan.loss}: study '{plan.study_name}' in {storage.spec}, {min(done, plan.budget)}/{plan.budget} "
                 f"trials done; searching {', '.join(plan.space) or 'nothing'}{fixed}"
             )
-            outcome = search_loss(plan, settings, storage, study, experiment_id, printer=printer, callbacks=callbacks)
+            search_loss(plan, settings, storage, study, experiment_id, printer=printer, callbacks=callbacks)
             # Read the study as it stands now (every worker's trials in it) and move the best tag
             # in one locked step: two workers ending together otherwise each tagged their own best.
             with _budget_lock(storage.lock_path):
-                _fill(outcome, study)
-                record_best(outcome, plan, uri, experiment_id)
-            outcomes.append(outcome)
-    return outcomes
+                _fill(plan, study)
+                record_best(plan, uri, experiment_id)
+    return plans
