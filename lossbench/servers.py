@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import LossbenchError
+from .tracking import pid_alive  # imports neither mlflow nor torch
 
 HOST = "127.0.0.1"
 
@@ -153,7 +154,7 @@ class Postgres:
                                        capture_output=True, timeout=30, **self._as)
                     if r.returncode == 0:
                         break
-            if _alive(pid):
+            if pid_alive(pid):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
                 _wait_gone(pid, 10)
@@ -363,20 +364,6 @@ def postgres_mlflow_server(artifacts: str | Path, **kwargs) -> Iterator[tuple[Po
 
 
 # ----------------------------------------------------------------------------- processes
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie has ended
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
 def _group_alive(pgid: int) -> bool:
     """Whether any process but a zombie is left in group ``pgid``."""
     try:
@@ -402,7 +389,7 @@ def _group_alive(pgid: int) -> bool:
 
 def _wait_gone(pid: int, seconds: float) -> None:
     deadline = time.monotonic() + seconds
-    while _alive(pid) and time.monotonic() < deadline:
+    while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
 
 

@@ -51,7 +51,6 @@ import pytest
 from lossbench.servers import (  # noqa: F401  (re-exported for tests)
     MlflowServer,
     Postgres,
-    _alive,
     _group_alive,
     allowed_hosts,
     free_port,
@@ -60,6 +59,7 @@ from lossbench.servers import (  # noqa: F401  (re-exported for tests)
     postgres_missing,
     postgres_mlflow_server,
 )
+from lossbench.tracking import pid_alive
 
 
 def require_postgres() -> None:
@@ -100,4 +100,4 @@ def assert_stopped(what: Postgres | MlflowServer) -> None:
     else:
         assert not what.root.exists(), f"PostgreSQL's folder {what.root} outlived its stop"
         pid = what.stopped_pid
-        assert pid is None or not _alive(pid), f"PostgreSQL's postmaster {pid} outlived its stop"
+        assert pid is None or not pid_alive(pid), f"PostgreSQL's postmaster {pid} outlived its stop"
