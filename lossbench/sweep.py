@@ -8,6 +8,7 @@ worker, so the store and the experiment are created exactly once.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from typing import Any
 
@@ -21,8 +22,13 @@ log = logging.getLogger("lossbench")
 
 
 def sweep_id_from_dir(sweep_dir: str) -> str:
-    """A readable sweep id from Hydra's sweep directory (``multirun/2026-11-24/07-00-00``)."""
-    parts = [p for p in re.split(r"[\\/]+", str(sweep_dir)) if p and p not in (".", "multirun")]
+    """A readable sweep id from Hydra's sweep directory (``multirun/2026-11-24/07-00-00``).
+
+    Read from the absolute path: the Ray and SLURM launchers hand their workers the sweep
+    folder made absolute, so a relative one-part folder (``hydra.sweep.dir=out``) gave the
+    driver the id ``out`` and the workers ``<parent>_out``, and the runs lost their parent.
+    """
+    parts = [p for p in re.split(r"[\\/]+", os.path.abspath(str(sweep_dir))) if p and p not in (".", "multirun")]
     return "_".join(parts[-2:]) if parts else "sweep"
 
 

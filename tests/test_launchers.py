@@ -21,14 +21,28 @@ def test_submitit_local_launcher_runs_a_sweep(tmp_path):
     r = subprocess.run(
         [sys.executable, "-m", "lossbench", "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5",
          "loss=mse,l1", "data=regression_outliers", "data.n_samples=150", "model=linear", "trainer.max_epochs=1",
-         "tracking.experiment_name=submitit"],
+         "tracking.experiment_name=submitit", "hydra.sweep.dir=out"],  # relative, one part
         cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     c = tracking.client(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = [x for x in c.search_runs([c.get_experiment_by_name("submitit").experiment_id]) if S.TAG_KIND not in x.data.tags]
+    every = c.search_runs([c.get_experiment_by_name("submitit").experiment_id])
+    runs = [x for x in every if S.TAG_KIND not in x.data.tags]
     assert sorted((x.data.tags[S.TAG_LOSS], x.info.status) for x in runs) == [("l1", "FINISHED"), ("mse", "FINISHED")]
     assert "done: 2 finished" in r.stderr
+    # the workers got the sweep folder made absolute; their runs still find the driver's parent run
+    (parent,) = [x for x in every if S.TAG_KIND in x.data.tags]
+    assert {x.data.tags.get(S.TAG_PARENT) for x in runs} == {parent.info.run_id}
+    assert {x.data.tags[S.TAG_SWEEP] for x in runs} == {f"{tmp_path.name}_out"}
+
+
+def test_a_sweep_id_is_read_from_the_absolute_sweep_folder(tmp_path, monkeypatch):
+    from lossbench.sweep import sweep_id_from_dir
+
+    monkeypatch.chdir(tmp_path)
+    assert sweep_id_from_dir("out") == sweep_id_from_dir(str(tmp_path / "out")) == f"{tmp_path.name}_out"
+    assert sweep_id_from_dir("multirun/2026-12-07/12-00-00-ab12") == "2026-12-07_12-00-00-ab12"
+    assert sweep_id_from_dir(str(tmp_path / "multirun" / "2026-12-07" / "12-00-00")) == "2026-12-07_12-00-00"
 
 
 def _trainer(**kw):
