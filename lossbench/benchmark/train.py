@@ -30,9 +30,6 @@ matplotlib as wholes.
 
 Over 500 lines on purpose: the hand-written reference loop must sit beside the lossbench
 side it is compared with, so that a reader can check they do the same work.
-
-Over 500 lines on purpose: the two sides must do the same training step for step, so the
-hand-written loop, the timing protocol and the profile that explains the ratio sit together.
 """
 
 from __future__ import annotations

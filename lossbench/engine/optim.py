@@ -38,9 +38,6 @@ update is selected with :func:`torch.where`, never multiplied by zero).
 
 Over 500 lines on purpose: three optimizers (SGD, Adam, AdamW) that must match torch.optim
 bit for bit, each written out in full so the match can be read line by line.
-
-Over 500 lines on purpose: SGD, Adam and AdamW each follow torch's kernel operation by
-operation, with the comments that say why each line is written as it is.
 """
 
 from __future__ import annotations

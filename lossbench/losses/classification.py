@@ -31,10 +31,6 @@ Class counts
 Over 500 lines on purpose: one kernel and one spec per classification loss of the article,
 each with its formula and citation beside it, so the family reads in one place; each loss is
 short.
-
-Over 500 lines on purpose: one pure function and one module per classification loss, each
-with its formula and citation, next to the logit helpers and class-count buffers they share;
-each loss is short.
 """
 
 from __future__ import annotations
