@@ -314,7 +314,8 @@ def start_mlflow_server(
         # on a busy machine a worker still importing MLflow never answers in time and the server never
         # comes up (an endless "Child process died" loop)
         argv += ["--uvicorn-opts", f"--timeout-worker-healthcheck {WORKER_HEALTHCHECK_S}"]
-    full_env = {"MLFLOW_DISABLE_TELEMETRY": "true", **os.environ, "GIT_PYTHON_REFRESH": "quiet", **(env or {})}
+    # MLFLOW_DISABLE_TELEMETRY is in os.environ already: importing .tracking set it, unless the user did
+    full_env = {**os.environ, "GIT_PYTHON_REFRESH": "quiet", **(env or {})}
     full_env.pop("MLFLOW_TRACKING_URI", None)
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
