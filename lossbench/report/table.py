@@ -211,14 +211,12 @@ def prepare(table: pd.DataFrame) -> pd.DataFrame:
         if c.startswith(PARAM_PREFIX)
         and (c[len(PARAM_PREFIX) :].startswith(VARIANT_PARAM_PREFIXES) or c[len(PARAM_PREFIX) :] in VARIANT_PARAM_KEYS)
     ]
-    text = {c: as_text(df[c]) for c in ["model", *cand]}
+    text = df[["scenario", "loss"]].assign(**{c: as_text(df[c]) for c in ["model", *cand]})
     per_scenario: dict[Any, list[str]] = {}
-    for scen, rows in df.groupby("scenario", sort=False).groups.items():
-        def varies(c: str, by: list[str]) -> bool:
-            return bool((text[c][rows].groupby([df.loc[rows, k] for k in by]).nunique() > 1).any())
-
+    for scen, rows in text.groupby("scenario", sort=False):
+        by_loss = rows.groupby("loss")
         per_scenario[scen] = [c for c in ["model", *cand]
-                              if varies(c, ["scenario", "loss"] if c.endswith("model.head") else ["scenario"])]
+                              if ((by_loss[c].nunique() > 1).any() if c.endswith("model.head") else rows[c].nunique() > 1)]
     used = sorted({c for cols in per_scenario.values() for c in cols})
     df["variant_extras"] = [
         json.dumps({c.removeprefix(PARAM_PREFIX): str(row[c]) for c in per_scenario[row["scenario"]]}, sort_keys=True)
