@@ -215,13 +215,16 @@ def test_shortlist_answers_each_measured_trait_with_registry_traits():
     many = shortlist(_regression_profile(0.2))
     assert many.losses[0] == "mse"
     robust = [c for c in many.candidates if "outliers" in c.answers]
-    assert len(robust) == 3  # two convex robust losses and one redescending
+    assert len(robust) == 2  # one convex robust loss and one redescending (the default: one a trait)
     for c in robust:
         assert {"robust_to_outliers", "bounded_influence"} <= loss_info(c.loss).traits
         assert "20.0%" in " ".join(c.reasons)
     assert sum("convex" not in loss_info(c.loss).traits for c in robust) == 1
+    wider = shortlist(_regression_profile(0.2), max_per_trait=2)
+    assert len([c for c in wider.candidates if "outliers" in c.answers]) == 3  # a second convex one
+    assert set(many.losses) < set(wider.losses)
     few = shortlist(_regression_profile(0.04))
-    assert all("convex" in loss_info(n).traits for n in few.losses)  # no redescending loss below 10%
+    assert len(few.losses) == 2 and all("convex" in loss_info(n).traits for n in few.losses)  # none redescending below 10%
     clean = shortlist(_regression_profile(0.0))
     assert clean.losses == ["mse"] and any("baseline can be beaten" in n for n in clean.notes)
 
@@ -251,9 +254,17 @@ def test_shortlist_for_imbalance_and_noise_has_a_buildable_combination():
          "confused_pairs": [{"classes": ["3", "5"]}]}
     s = shortlist(p)
     answers = {c.loss: c.answers for c in s.candidates}
-    assert s.losses[0] == "cross_entropy"
-    assert sum("imbalance" in a for a in answers.values()) == 2 and sum("label_noise" in a for a in answers.values()) == 2
+    # nested, one trait a step: the baseline, the imbalance loss, the combination adding the noise loss to it
+    assert s.losses == ["cross_entropy", "logit_adjusted", "combo"]
     combo = next(c for c in s.candidates if c.loss == "combo")
+    assert [t["name"] for t in combo.params["terms"]] == ["logit_adjusted", "gce"]
+    assert any(n.startswith("Label noise: gce alone is not swept") and "choose.extra_losses=[gce]" in n for n in s.notes)
+    wider = shortlist(p, max_per_trait=2)  # two a trait: the noise loss alone joins, beside the combination
+    answers = {c.loss: c.answers for c in wider.candidates}
+    assert sum("imbalance" in a for a in answers.values()) == 2 and sum("label_noise" in a for a in answers.values()) == 1
+    assert "gce" in answers and "combo" in answers and not any("alone is not swept" in n for n in wider.notes)
+    noise_only = shortlist({**p, "imbalance_ratio": 1.2})  # no imbalance: the noise loss itself, no combination
+    assert noise_only.losses == ["cross_entropy", "gce"]
     loss = create_loss("combo", terms=combo.params["terms"], context={"task": "multiclass", "class_counts": [50, 20, 5]})
     value = loss(torch.randn(6, 3), torch.tensor([0, 1, 2, 0, 1, 2]))
     assert torch.isfinite(value)

@@ -126,7 +126,7 @@ def check_options(opts: Mapping[str, Any]) -> dict[str, Any]:
     out["seeds"] = seeds
     out["variants"] = Interval(int, 1).check("choose.variants", opts.get("variants", 3))
     out["budget"] = Interval(int, 1).check("choose.budget", opts.get("budget", 150))
-    out["max_per_trait"] = Interval(int, 1).check("choose.max_per_trait", opts.get("max_per_trait", 2))
+    out["max_per_trait"] = Interval(int, 1).check("choose.max_per_trait", opts.get("max_per_trait", 1))
     out["profile_rows"] = Interval(int, 100).check("choose.profile_rows", opts.get("profile_rows", 5000))
     out["profile_only"] = BOOL.check("choose.profile_only", opts.get("profile_only", False))
     lr = opts.get("lr_range", [3e-4, 3e-3])

@@ -9,12 +9,20 @@ The rules follow the source document's guide to choosing a loss (``seed-guide.md
 4. a combination is tried where two measured traits call for two different losses;
 5. every measured trait brings the losses that build it in, chosen by the registry's traits
    (``robust_to_outliers``, ``bounded_influence``, ``handles_imbalance``,
-   ``handles_label_noise``), at most ``max_per_trait`` per trait.
+   ``handles_label_noise``), at most ``max_per_trait`` per trait (default 1).
 
 Where several losses carry the same trait, :data:`PREFERENCE` orders them (a plugin loss
-with the trait comes after the built-ins, alphabetically), so the list stays short and
-varied: a convex loss and a redescending one for outliers, a logit adjustment and a
-re-weighting for imbalance.
+with the trait comes after the built-ins, alphabetically): with the default of one a trait,
+a convex robust loss for gross errors (and a redescending one where they are many), a logit
+adjustment for imbalance, GCE for label noise.
+
+Where imbalance and label noise come together the list is nested, one trait a step: the
+baseline, the imbalance loss, then the combination that adds the noise loss to it, so
+"does re-balancing help" and "does noise robustness on top help" are each one paired
+comparison. The noise loss alone (which leaves the imbalance the objective weighs
+unanswered) joins only with ``max_per_trait`` of 2 or more. A short list is the point: every
+loss on it costs as many runs as the baseline, and the full set of a task's losses is about
+four times the list (``python -m lossbench.benchmark choose``).
 """
 
 from __future__ import annotations
@@ -161,7 +169,7 @@ class _Builder:
         return picked
 
 
-def shortlist(profile: Mapping[str, Any], *, max_per_trait: int = 2, extra: Sequence[str] = ()) -> Shortlist:
+def shortlist(profile: Mapping[str, Any], *, max_per_trait: int = 1, extra: Sequence[str] = ()) -> Shortlist:
     """The losses worth sweeping for data with this profile (see the module's rules)."""
     from ..registry import loss_info
 
@@ -298,26 +306,31 @@ def _classification(p: Mapping[str, Any], b: _Builder, notes: list[str]) -> None
     acc = model.get("out_of_sample_accuracy")
     overlap = (f" The quick model's out-of-sample accuracy is {pct(acc)}: where classes overlap, part of this estimate "
                f"is overlap rather than wrong labels, which the sweep settles." if acc is not None and acc < 0.9 else "")
-    if noisy:
+    # imbalance and noise together: the first imbalance loss with the first noise loss that shares its task
+    pair = (next(((i, n) for i in imbalance_names[:b.max] for n in noise_names if _share_task(i, n, task)), None)
+            if imbalanced and noisy else None)
+    if noisy:  # with a combination, it carries the first noise loss (the nested list of the module's docstring)
         pairs = p.get("confused_pairs") or []
         pair_txt = (f"; most often swapped: {', '.join(' and '.join(map(str, q['classes'])) for q in pairs[:2])}"
                     if pairs else "")
         dup = p.get("near_duplicates") or {}
         dup_txt = (f"; {dup['conflicting_groups']} group(s) of near-identical rows carry different labels"
                    if dup.get("conflicting_groups") else "")
-        b.add_some(noise_names, "label_noise",
-                   f"about {ci_text(noise)} of the training labels look wrong by confident learning{pair_txt}{dup_txt}; "
-                   f"a loss that handles label noise bounds what a wrong label can cost (guide, point 5).{overlap}")
+        why = (f"about {ci_text(noise)} of the training labels look wrong by confident learning{pair_txt}{dup_txt}; "
+               f"a loss that handles label noise bounds what a wrong label can cost (guide, point 5).{overlap}")
+        b.add_some(noise_names, "label_noise", why, limit=b.max - 1 if pair else None)
+        if pair and b.max == 1:
+            notes.append(f"Label noise: {pair[1]} alone is not swept, as the classes are imbalanced too: it enters "
+                         f"through the combination with {pair[0]}, which the report sets against {pair[0]} alone. "
+                         f"Add it with choose.extra_losses=[{pair[1]}] or choose.max_per_trait=2.")
     elif noise:
         notes.append(f"Label noise: {ci_text(noise)} by confident learning, too little to call for a noise-robust loss.")
-    if imbalanced and noisy:
-        pair = next(((i, n) for i in imbalance_names for n in noise_names if _share_task(i, n, task)), None)
-        if pair:
-            i, n = pair
-            terms = [{"name": i, "weight": 1.0}, {"name": n, "weight": 1.0}]
-            b.add("combo", "combination",
-                  f"both imbalance and label noise are present, and no single loss in the registry declares both "
-                  f"traits: {i} + {n} lets each answer one (guide, point 4)", params={"terms": terms})
+    if pair:
+        i, n = pair
+        b.add("combo", "combination",
+              f"both imbalance and label noise are present, and no single loss in the registry declares both traits: "
+              f"{i} + {n} lets each answer one (guide, point 4); set against {i} alone, it shows what the noise term "
+              f"adds", params={"terms": [{"name": i, "weight": 1.0}, {"name": n, "weight": 1.0}]})
 
 
 def _share_task(a: str, b: str, task: str) -> bool:
