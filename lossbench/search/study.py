@@ -52,7 +52,8 @@ _UNCOUNTED = ("interrupted", "invalid")  # failures that did not use up a trial 
 # Optuna study user attributes: what a study was created for, checked when it continues
 ATTR_LOSS, ATTR_OBJECTIVE = "lossbench_loss", "lossbench_objective"
 ATTR_SPACE, ATTR_CONFIG = "lossbench_search_space", "lossbench_config"
-_NOT_IDENTITY = ("trainer.enable_progress_bar", "tracking.skip_finished")  # keys that change no result
+# set on every trial, a new run each time; they change no result, so a study's identity leaves them out
+_TRIAL_SETTINGS = {"trainer.enable_progress_bar": False, "tracking.skip_finished": False}
 # on a database storage a running trial beats every HEARTBEAT_S; silent for GRACE_S, it is stale
 HEARTBEAT_S, GRACE_S = 20, 60
 
@@ -181,8 +182,7 @@ def trial_config(cfg: DictConfig, params: Mapping[str, Any]) -> dict[str, Any]:
     c = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
     if "search" in c:
         del c["search"]
-    quiet = {"trainer.enable_progress_bar": False, "tracking.skip_finished": False}  # every trial is a new run
-    for key, value in {**params, **quiet}.items():
+    for key, value in {**params, **_TRIAL_SETTINGS}.items():
         OmegaConf.update(c, key, value, merge=False, force_add=True)
     out = OmegaConf.to_container(c, resolve=True)
     assert isinstance(out, dict)
@@ -215,7 +215,7 @@ def make_plan(
                 "like optimizer.lr or optimizer.weight_decay (print them with --cfg job)."
             )
     held = f" (held fixed: {', '.join(sorted(full))})" if full else ""
-    identity = {k: v for k, v in tracking.flatten(base).items() if k not in space and k not in _NOT_IDENTITY}
+    identity = {k: v for k, v in tracking.flatten(base).items() if k not in space and k not in _TRIAL_SETTINGS}
     return LossPlan(
         loss=choice,
         cfg=cfg,
