@@ -270,15 +270,14 @@ def open_storage(spec: str, tracking_uri: str) -> Storage:
             return Storage(spec, JournalStorage(JournalFileBackend(str(file))), lock, journal=True)
         except Exception as exc:  # noqa: BLE001 - a line that is not JSON, or JSON that is not an Optuna record
             raise ParameterError(
-                f"search.storage {spec} is not a readable Optuna journal ({type(exc).__name__}: {_first_line(exc)}); "
-                f"{_ANOTHER_JOURNAL}"
+                f"search.storage {spec} is not a readable Optuna journal ({_why(exc)}); {_ANOTHER_JOURNAL}"
             ) from None
     try:
         beats = {"heartbeat_interval": HEARTBEAT_S, "grace_period": GRACE_S, "heartbeat_stale_trial_callback": _retry}
         return Storage(spec, optuna.storages.RDBStorage(spec, **beats), lock)
     except Exception as exc:  # noqa: BLE001 - a bad URL or an unreachable database
         raise LossbenchError(
-            f"Cannot open the Optuna storage {spec}: {type(exc).__name__}: {_first_line(exc)}. Fix search.storage "
+            f"Cannot open the Optuna storage {spec}: {_why(exc)}. Fix search.storage "
             "(a journal file path, or a database URL such as sqlite:///optuna.db)."
         ) from None
 
@@ -288,9 +287,10 @@ _ANOTHER_JOURNAL = (
 )
 
 
-def _first_line(exc: BaseException) -> str:
+def _why(exc: BaseException) -> str:
+    """An error in one line: its type and the first line of its message."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else "no detail"
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else 'no detail'}"
 
 
 def _check_writable(file: Path, spec: str) -> None:
@@ -376,13 +376,12 @@ def open_study(plan: LossPlan, settings: SearchSettings, storage: Storage) -> An
             sampler=_sampler(settings.seed, 0), pruner=pruner,
         )
     except Exception as exc:  # noqa: BLE001 - an unreadable journal, a database error
-        why = f"{type(exc).__name__}: {_first_line(exc)}"
         if storage.journal:
             raise ParameterError(
-                f"search.storage {storage.spec} is not a readable Optuna journal ({why}); {_ANOTHER_JOURNAL}"
+                f"search.storage {storage.spec} is not a readable Optuna journal ({_why(exc)}); {_ANOTHER_JOURNAL}"
             ) from None
         raise LossbenchError(
-            f"Cannot use the Optuna storage {storage.spec}: {why}. Fix search.storage, or name another database."
+            f"Cannot use the Optuna storage {storage.spec}: {_why(exc)}. Fix search.storage, or name another database."
         ) from None
     where = f"The study '{plan.study_name}' in {storage.spec}"
     elsewhere = (
