@@ -45,8 +45,6 @@ def print_summary(outcomes: Sequence[LossOutcome], tracking_uri: str) -> None:
     from .. import tracking
     from .study import TAG_BEST, format_params
 
-    if not outcomes:
-        return
     console = Console()
     if not console.is_terminal:  # a log file or a pipe: wide enough for the parameters
         console = Console(width=160)
