@@ -587,8 +587,9 @@ def _trial_line(plan: LossPlan, t: Any, seconds: float) -> str:
 def search_loss(
     plan: LossPlan, settings: SearchSettings, storage: Storage, study: Any, experiment_id: str,
     *, printer: Printer = _print, callbacks: Sequence[Any] = (),
-) -> LossOutcome:
-    """Run trials of one loss's study until its budget is used (or ``search.timeout``).
+) -> None:
+    """Run trials of one loss's study until its budget is used (or ``search.timeout``); ``plan.trials``
+    gets them. Its counts and best are filled by run_search, under the study's lock.
 
     ``search.batch_size`` trials are asked for at once; with extra Lightning ``callbacks``
     (an API for tests and tools) one at a time.
@@ -614,7 +615,6 @@ def search_loss(
         plan.trials.extend(_run_trials(study, storage, batch, plan, settings, printer, callbacks, parent))
     else:
         plan.timed_out = True
-    return plan  # counts and best: filled by run_search under the study's lock
 
 
 def _fill(outcome: LossOutcome, study: Any) -> None:
