@@ -252,7 +252,9 @@ def open_storage(spec: str, tracking_uri: str) -> Storage:
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-    file, mlflow_db = _sqlite_file(spec) if "://" in spec else Path(spec).expanduser(), _sqlite_file(tracking_uri)
+    journal = "://" not in spec
+    file = Path(spec).expanduser() if journal else _sqlite_file(spec)  # None: a database server
+    mlflow_db = _sqlite_file(tracking_uri)
     if spec == tracking_uri or (file is not None and mlflow_db is not None and file.resolve() == mlflow_db.resolve()):
         raise ParameterError(
             f"search.storage is the MLflow database ({spec}). Keep the Optuna studies apart: "
@@ -263,7 +265,7 @@ def open_storage(spec: str, tracking_uri: str) -> Storage:
     if file is not None:
         _check_writable(file, spec)
     lock = str(file) + ".budget" if file is not None else None
-    if "://" not in spec:
+    if journal:
         assert file is not None
         _check_journal(file, spec)
         try:
