@@ -16,9 +16,10 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from .. import tracking
 from ..configs import CONFIG_DIR
 from ..errors import LossbenchError, command_exits, refuse_multirun
-from .study import LossOutcome, normalize_overrides, run_search
+from .study import TAG_BEST, LossOutcome, format_params, normalize_overrides, run_search
 
 _MULTIRUN = (
     "python -m lossbench.search runs its studies itself and takes no -m/--multirun. Name several "
@@ -41,9 +42,6 @@ def print_summary(outcomes: Sequence[LossOutcome], tracking_uri: str) -> None:
     """The table: each loss, its best validation value and parameters, its trials."""
     from rich.console import Console
     from rich.table import Table
-
-    from .. import tracking
-    from .study import TAG_BEST, format_params
 
     console = Console()
     if not console.is_terminal:  # a log file or a pipe: wide enough for the parameters
