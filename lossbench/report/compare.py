@@ -120,10 +120,9 @@ def across_scenarios(means: Mapping[str, Mapping[str, float]], modes: Mapping[st
     if len(scenarios) < 2:
         return None
     common = set.intersection(*(finished[s] for s in scenarios))
-    everywhere = sorted(set().union(*(finished[s] for s in scenarios)))
     losses = sorted(common)
     table = {s: dict(zip(losses, ranks([means[s][loss] for loss in losses], modes[s]), strict=True))
-             for s in scenarios} if losses else {s: {} for s in scenarios}
+             for s in scenarios}
     mean_rank = {loss: float(np.mean([table[s][loss] for s in scenarios])) for loss in losses}
     order = tuple(sorted(losses, key=lambda x: (mean_rank[x], x)))
     test = None
@@ -131,5 +130,6 @@ def across_scenarios(means: Mapping[str, Mapping[str, float]], modes: Mapping[st
         # each column signed so that smaller is better, whatever the scenario's direction
         m = np.array([[means[s][loss] * (-1 if modes[s] == "max" else 1) for loss in order] for s in scenarios])
         test = friedman(m, "min", alpha)
+    left_out_losses = tuple(sorted(set().union(*(finished[s] for s in scenarios)) - common))
     return AcrossScenarios(task, scenarios, order, table, mean_rank, tuple(s for s in means if s not in scenarios),
-                           tuple(x for x in everywhere if x not in common), test, alpha)
+                           left_out_losses, test, alpha)
