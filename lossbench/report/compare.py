@@ -12,9 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .. import schema
 from .stats import Friedman, friedman, ranks
-from .table import METRIC_PREFIX
+from .table import METRIC_PREFIX, metric_mode
 
 # the metrics a reader weighs against each other, per task; the scenario's objective joins them
 MAIN_METRICS = {
@@ -23,10 +22,6 @@ MAIN_METRICS = {
     "binary": ("balanced_accuracy", "accuracy", "macro_f1", "nll"),
 }
 MIN_BLOCKS = 3  # Friedman's test: at least this many scenarios and losses
-
-
-def metric_mode(metric: str) -> str:
-    return "max" if schema.HIGHER_IS_BETTER.get(metric, False) else "min"
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,10 @@ def mode_value(s: pd.Series) -> Any:
     return as_text(s).value_counts().sort_index(kind="stable").idxmax()
 
 
+def metric_mode(metric: str) -> str:
+    return "max" if schema.HIGHER_IS_BETTER.get(metric, False) else "min"
+
+
 def number(v: Any) -> float | int | None:
     """A number from a value or a logged param string (ints stay ints); None if it is not one."""
     if isinstance(v, str):
@@ -198,7 +202,7 @@ def prepare(table: pd.DataFrame) -> pd.DataFrame:
     # the task, the objective and its direction: the most common per scenario, else defaults
     per = df.groupby("scenario", sort=False)[["task", "objective", "objective_mode"]].agg(mode_value)
     per["objective"] = per["objective"].fillna(per["task"].map(DEFAULT_OBJECTIVE)).fillna("loss")
-    higher = per["objective"].map(lambda o: "max" if schema.HIGHER_IS_BETTER.get(o, False) else "min")
+    higher = per["objective"].map(metric_mode)
     per["objective_mode"] = per["objective_mode"].where(per["objective_mode"].isin(["max", "min"]), higher)
     per["task"] = per["task"].fillna("")
     df[per.columns] = per.loc[df["scenario"]].to_numpy()
