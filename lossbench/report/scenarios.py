@@ -5,13 +5,13 @@ which of the data's traits the recommended loss answers."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from .table import PARAM_PREFIX, as_text, is_missing, mode_value
+from .table import PARAM_PREFIX, as_text, is_missing, loss_spec, mode_value
 
 if TYPE_CHECKING:
     from .recommend import ScenarioResult
@@ -103,6 +103,11 @@ def normalize_groups(settings: pd.DataFrame) -> list[list[str]]:
     return [sorted(g.index) for _, g in groups if len(g) > 1 and len(g[norm].drop_duplicates()) > 1]
 
 
+def loss_traits(name: str) -> tuple[str, ...]:
+    spec = loss_spec(name)
+    return tuple(sorted(spec.traits)) if spec is not None else ()
+
+
 @dataclass(frozen=True)
 class TraitFinding:
     """A trait that stands out in a scenario's data, and the losses that address it."""
@@ -113,19 +118,17 @@ class TraitFinding:
     fitting: tuple[tuple[str, Standing], ...]  # the compared losses built for it, and how each did
 
 
-def trait_findings(
-    s: ScenarioResult, traits: dict[str, float], traits_of: Callable[[str], Sequence[str]]
-) -> list[TraitFinding]:
+def trait_findings(s: ScenarioResult, traits: dict[str, float]) -> list[TraitFinding]:
     """Per data trait above its threshold: whether the recommended loss addresses it, else which losses did."""
     rec = s.recommendation
     if rec.loss is None:
         return []
-    has = set(traits_of(s.by_loss(rec.loss).base))
+    has = set(loss_traits(s.by_loss(rec.loss).base))
     out = []
     for key, (threshold, wanted) in DATA_TRAIT_RULES.items():
         value = traits.get(key, math.nan)
         if math.isnan(value) or value <= threshold:
             continue
-        fitting = tuple((r.loss, r.comparison) for r in s.losses if set(traits_of(r.base)) & set(wanted))
+        fitting = tuple((r.loss, r.comparison) for r in s.losses if set(loss_traits(r.base)) & set(wanted))
         out.append(TraitFinding(key, value, tuple(t for t in wanted if t in has), fitting))
     return out

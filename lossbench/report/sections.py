@@ -18,7 +18,7 @@ from . import figures, words
 from .recommend import Analysis, ScenarioResult
 from .compare import AcrossScenarios, Disagreement
 from .ranking import Standing, VariantStats
-from .scenarios import DATA_TRAITS, data_traits, normalize_groups, settings_text, trait_findings
+from .scenarios import data_traits, loss_traits, normalize_groups, settings_text, trait_findings
 from .table import METRIC_PREFIX, loss_spec, natural_key, shown_params
 from .words import ci_text, diff_text, num, p_text
 
@@ -41,11 +41,6 @@ def loss_family(name: str) -> str:
     if set(spec.tasks) <= {"regression"}:
         return "distance-based"
     return "either" if "regression" in spec.tasks else "probability-based"
-
-
-def loss_traits(name: str) -> tuple[str, ...]:
-    spec = loss_spec(name)
-    return tuple(sorted(spec.traits)) if spec is not None else ()
 
 
 def _traits_text(base: str) -> str:
@@ -256,10 +251,10 @@ def section_traits(analysis: Analysis, names: Mapping[str, str]) -> dict[str, An
             "scenario": names[s.scenario], "loss": rec.loss or "none", "label": rec.label or "none",
             "params": ", ".join(f"{k}={v}" for k, v in params.items()) or "defaults", "runner_up": rec.runner_up or "-",
             "verdict": words.VERDICT_WORDS[rec.verdict], "evidence": words.evidence(s),
-            "data_traits": "; ".join(words.facts({k: traits[k] for k in DATA_TRAITS}))
+            "data_traits": "; ".join(words.facts(traits))
             or "not logged (outlier fraction, imbalance ratio, label noise)",
             "loss_traits": _traits_text(base) if base else "-",
-            "link": words.trait_link(s, known, trait_findings(s, traits, loss_traits)),
+            "link": words.trait_link(s, known, trait_findings(s, traits)),
             "notes": [*words.notes(s), *([words.disagreement_text(s.disagreement)] if s.disagreement else [])],
         })
     return {"items": items}
