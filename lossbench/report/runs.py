@@ -46,7 +46,7 @@ def open_store(uri: str) -> MlflowClient:
         raise TrackingError("tracking.uri is empty. Set it, e.g. tracking.uri=sqlite:///mlflow.db.")
     parsed = urlparse(uri)
     if uri.startswith("sqlite:///"):
-        path = uri[len("sqlite:///") :].split("?", 1)[0]
+        path = _store_path(uri)
         local = Path(path) if path and path != ":memory:" else None
     else:  # file:// or a bare path (a Windows one has a drive letter for a scheme)
         bare = parsed.scheme == "" or (len(parsed.scheme) == 1 and uri[1:3] in (":\\", ":/"))
@@ -57,9 +57,9 @@ def open_store(uri: str) -> MlflowClient:
             f"store the runs were logged to (e.g. tracking.uri=sqlite:///path/to/mlflow.db), or log "
             f"some runs first with `python -m lossbench`."
         )
-    if local is not None and uri.startswith("sqlite:///") and not local.is_file():
-        raise TrackingError(f"No MLflow store at {uri}: {local.resolve()} is not a file.")
     if local is not None and uri.startswith("sqlite:///"):
+        if not local.is_file():
+            raise TrackingError(f"No MLflow store at {uri}: {local.resolve()} is not a file.")
         check_sqlite_file(local)
     if parsed.scheme in ("http", "https"):
         try:
@@ -106,8 +106,8 @@ def corrupt_store(path: Path | str, exc: BaseException) -> TrackingError:
     )
 
 
-def _store_path(client: MlflowClient) -> str:
-    uri = client.tracking_uri
+def _store_path(uri: str) -> str:
+    """The file of an sqlite:/// URI, without its query string; any other URI as it is."""
     return uri[len("sqlite:///") :].split("?", 1)[0] if uri.startswith("sqlite:///") else uri
 
 
@@ -121,7 +121,7 @@ def find_experiment(client: MlflowClient, name: str) -> Experiment:
     except MlflowException as exc:
         raise TrackingError(f"Cannot read the MLflow store at {client.tracking_uri}: {exc.message}") from exc
     except sqlalchemy.exc.DatabaseError as exc:
-        raise corrupt_store(_store_path(client), exc) from None
+        raise corrupt_store(_store_path(client.tracking_uri), exc) from None
     deleted = " It was deleted; restore it with `mlflow experiments restore`." if exp is not None else ""
     listing = ", ".join(names) if names else "none"
     raise UnknownNameError(
@@ -162,7 +162,7 @@ def run_table(client: MlflowClient, experiment: Experiment) -> tuple[pd.DataFram
     except MlflowException as exc:
         raise TrackingError(f"Cannot read runs from {client.tracking_uri}: {exc.message}") from exc
     except sqlalchemy.exc.DatabaseError as exc:
-        raise corrupt_store(_store_path(client), exc) from None
+        raise corrupt_store(_store_path(client.tracking_uri), exc) from None
     loss_tag = "tags." + schema.TAG_LOSS
     ours = runs[runs[loss_tag].notna()] if loss_tag in runs.columns else runs.iloc[0:0]
     kind = "tags." + schema.TAG_KIND
