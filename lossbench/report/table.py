@@ -31,8 +31,8 @@ from .. import schema
 from ..errors import LossbenchError
 
 REQUIRED_COLUMNS = ("status", "loss", "scenario", "seed")
-OPTIONAL_COLUMNS = ("run_id", "run_name", "start_time", "task", "objective", "objective_mode", "failure",
-                    "failure_step", "loss_params", "model", "data", "sweep_id", "base_loss")
+OPTIONAL_COLUMNS = ("run_id", "start_time", "task", "objective", "objective_mode", "failure", "loss_params", "model",
+                    "base_loss")
 METRIC_PREFIX = "metrics."
 PARAM_PREFIX = "params."
 # settings other than the loss that, when swept, make runs different variants
