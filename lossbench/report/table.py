@@ -239,13 +239,9 @@ def split_invalid_jobs(table: pd.DataFrame) -> tuple[pd.DataFrame, list[dict[str
     if table.empty or "invalid_job" not in table.columns:
         return table, []
     bad = table["invalid_job"].fillna(False).astype(bool)
-
-    def text(row: pd.Series, col: str) -> str:
-        return "" if col not in row.index or is_missing(row[col]) else str(row[col])
-
-    jobs = [{"name": text(r, "run_name") or text(r, "run_id"), "overrides": text(r, "overrides"),
-             "error": (text(r, "error_message").splitlines() or [""])[0][:300]}
-            for _, r in table[bad].iterrows()]
+    text = as_text(table[bad].reindex(columns=["run_name", "run_id", "overrides", "error_message"]))
+    jobs = [{"name": r.run_name or r.run_id, "overrides": r.overrides,
+             "error": (r.error_message.splitlines() or [""])[0][:300]} for r in text.itertuples(index=False)]
     return table[~bad].drop(columns="invalid_job").reset_index(drop=True), jobs
 
 
