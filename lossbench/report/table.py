@@ -164,7 +164,7 @@ def variant_label(loss: str, params_json: str, extras_json: str = "{}", base: st
         shown = shown_params(base or loss, params)
         label = loss + (f"({fmt_params(shown)})" if shown else "")
     extras = parse_params(extras_json)
-    return label + (" [" + ", ".join(f"{k}={v}" for k, v in extras.items()) + "]" if extras else "")
+    return label + (f" [{fmt_params(extras)}]" if extras else "")
 
 
 # --------------------------------------------------------------------------- the table
