@@ -85,7 +85,8 @@ def build_report(
         raise LossbenchError("tracking.experiment_name is empty: name the experiment to report on.")
     if isinstance(max_curve_runs, bool) or not isinstance(max_curve_runs, int) or max_curve_runs < 0:
         raise LossbenchError(f"report.max_curve_runs must be an int >= 0, got {max_curve_runs!r}.")
-    check_out_dir(Path(out_dir))
+    out = Path(out_dir)
+    check_out_dir(out)
     with runs.gc_paused():
         client = runs.open_store(tracking_uri)
         table, ignored = runs.run_table(client, runs.find_experiment(client, experiment_name))
@@ -108,7 +109,6 @@ def build_report(
         from .scenarios import scenario_settings, short_labels
 
         analysis = analyze(table, alpha)
-        out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         sink = FigureSink(out)
         picks = curve_runs(analysis, max_curve_runs)
