@@ -104,8 +104,8 @@ def build_report(
             )
         from .. import __version__
         from . import sections
-        from .recommend import analyze
         from .figures import FIGURE_PREFIXES, FigureSink
+        from .recommend import analyze
         from .scenarios import scenario_settings, short_labels
 
         analysis = analyze(table, alpha)

@@ -25,8 +25,8 @@ from .scenarios import data_axes, dataset_names, short_labels
 from .table import as_text, number
 
 if TYPE_CHECKING:
-    from .recommend import Analysis, ScenarioResult
     from .ranking import VariantStats
+    from .recommend import Analysis, ScenarioResult
 
 DPI = 90
 BEST, OTHER, FAILED = "#1b7837", "#4d4d4d", "#b2182b"

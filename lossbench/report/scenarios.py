@@ -14,8 +14,8 @@ import pandas as pd
 from .table import PARAM_PREFIX, as_text, is_missing, loss_spec, mode_value
 
 if TYPE_CHECKING:
-    from .recommend import ScenarioResult
     from .ranking import Standing
+    from .recommend import ScenarioResult
 
 DATA_TRAITS = ("outlier_fraction", "imbalance_ratio", "label_noise")
 NORMALIZE_KEYS = ("data.normalize", "data.normalize_target")

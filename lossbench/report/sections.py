@@ -15,9 +15,9 @@ import pandas as pd
 
 from .. import schema
 from . import figures, words
-from .recommend import Analysis, ScenarioResult
 from .compare import AcrossScenarios, Disagreement
 from .ranking import Standing, VariantStats
+from .recommend import Analysis, ScenarioResult
 from .scenarios import data_traits, loss_traits, normalize_groups, settings_text, trait_findings
 from .table import METRIC_PREFIX, loss_spec, natural_key, shown_params
 from .words import ci_text, diff_text, num, p_text
