@@ -94,7 +94,8 @@ def build_report(
         if table.empty and invalid:
             raise LossbenchError(
                 f"The experiment '{experiment_name}' holds only {len(invalid)} invalid job(s), refused before "
-                f"training (first: [{invalid[0]['overrides']}]: {invalid[0]['error']}). Fix their settings and run again."
+                f"training (first: [{invalid[0]['overrides']}]: {invalid[0]['error']}). "
+                f"Fix their settings and run again."
             )
         if table.empty:
             extra = f" ({ignored} run(s) there lack the lossbench tags)" if ignored else ""
@@ -118,7 +119,8 @@ def build_report(
         names = short_labels(settings, [s.scenario for s in analysis.scenarios], with_name=True)
         context = {
             "experiment": experiment_name, "tracking_uri": tracking_uri, "n_runs": len(analysis.table),
-            "n_ignored": ignored, "invalid_jobs": invalid, "n_scenarios": len(analysis.scenarios), "alpha": f"{alpha:g}", "version": __version__,
+            "n_ignored": ignored, "invalid_jobs": invalid, "n_scenarios": len(analysis.scenarios),
+            "alpha": f"{alpha:g}", "version": __version__,
             "generated": _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
             "summary": sections.summary(analysis, names),
             "task": sections.section_task(analysis),
@@ -163,7 +165,8 @@ def render(context: Mapping[str, Any], out_dir: Path, formats: Sequence[str]) ->
                                  undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
         env.filters["cell"] = _md_cell
         out[fmt] = out_dir / FORMATS[fmt]
-        out[fmt].write_text(env.get_template(FORMATS[fmt] + ".j2").render(titles=SECTION_TITLES, **context), encoding="utf-8")
+        text = env.get_template(FORMATS[fmt] + ".j2").render(titles=SECTION_TITLES, **context)
+        out[fmt].write_text(text, encoding="utf-8")
     return out
 
 

@@ -219,8 +219,8 @@ def prepare(table: pd.DataFrame) -> pd.DataFrame:
     per_scenario: dict[Any, list[str]] = {}
     for scen, rows in text.groupby("scenario", sort=False):
         by_loss = rows.groupby("loss")
-        per_scenario[scen] = [c for c in ["model", *cand]
-                              if ((by_loss[c].nunique() > 1).any() if c.endswith("model.head") else rows[c].nunique() > 1)]
+        per_scenario[scen] = [c for c in ["model", *cand] if (
+            (by_loss[c].nunique() > 1).any() if c.endswith("model.head") else rows[c].nunique() > 1)]
     used = sorted({c for cols in per_scenario.values() for c in cols})
     df["variant_extras"] = [
         json.dumps({c.removeprefix(PARAM_PREFIX): str(row[c]) for c in per_scenario[row["scenario"]]}, sort_keys=True)
