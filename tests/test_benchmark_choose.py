@@ -134,7 +134,7 @@ def test_the_command_line_checks_its_options_and_all_runs_two_tables(capsys):
 @pytest.mark.slow
 def test_choose_benchmark_end_to_end_on_the_smallest_table(tmp_path, capsys):
     out = tmp_path / "choose.json"
-    main(["choose", "--tables", "reg-out0.25", "--rows", "100", "--epochs", "1", "--keep", str(tmp_path / "k"),
+    main(["choose", "--tables", "reg-out0.25", "--rows", "100", "--epochs", "1", "--seeds", "5", "--keep", str(tmp_path / "k"),
           "--json", str(out)])
     data = json.loads(out.read_text())
     assert data["benchmark"] == "choose" and data["settings"]["tables"] == ["reg-out0.25"]

@@ -255,16 +255,16 @@ def test_shortlist_for_imbalance_and_noise_has_a_buildable_combination():
     s = shortlist(p)
     answers = {c.loss: c.answers for c in s.candidates}
     # nested, one trait a step: the baseline, the imbalance loss, the combination adding the noise loss to it
-    assert s.losses == ["cross_entropy", "logit_adjusted", "combo"]
+    assert s.losses == ["cross_entropy", "weighted_ce", "combo"]
     combo = next(c for c in s.candidates if c.loss == "combo")
-    assert [t["name"] for t in combo.params["terms"]] == ["logit_adjusted", "gce"]
-    assert any(n.startswith("Label noise: gce alone is not swept") and "choose.extra_losses=[gce]" in n for n in s.notes)
+    assert [t["name"] for t in combo.params["terms"]] == ["weighted_ce", "sce"]
+    assert any(n.startswith("Label noise: sce alone is not swept") and "choose.extra_losses=[sce]" in n for n in s.notes)
     wider = shortlist(p, max_per_trait=2)  # two a trait: the noise loss alone joins, beside the combination
     answers = {c.loss: c.answers for c in wider.candidates}
     assert sum("imbalance" in a for a in answers.values()) == 2 and sum("label_noise" in a for a in answers.values()) == 1
-    assert "gce" in answers and "combo" in answers and not any("alone is not swept" in n for n in wider.notes)
+    assert "sce" in answers and "combo" in answers and not any("alone is not swept" in n for n in wider.notes)
     noise_only = shortlist({**p, "imbalance_ratio": 1.2})  # no imbalance: the noise loss itself, no combination
-    assert noise_only.losses == ["cross_entropy", "gce"]
+    assert noise_only.losses == ["cross_entropy", "sce"]
     loss = create_loss("combo", terms=combo.params["terms"], context={"task": "multiclass", "class_counts": [50, 20, 5]})
     value = loss(torch.randn(6, 3), torch.tensor([0, 1, 2, 0, 1, 2]))
     assert torch.isfinite(value)
@@ -312,11 +312,11 @@ def test_profile_only_writes_profile_json_and_runs_nothing(tmp_path):
     r = choose_cli("data=csv", f"data.path={path}", "data.target=y", "choose.profile_only=true", f"tracking.uri={uri}",
                    cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "gross target errors" in r.stdout and "huber [outliers]" in r.stdout
+    assert "gross target errors" in r.stdout and "l1 [outliers]" in r.stdout
     data = json.loads((tmp_path / "reports" / "choose-csv" / "profile.json").read_text())
     assert data["task"] == "regression" and data["n_samples"] == 1200
     assert abs(data["outlier_fraction"] - 0.2) <= 0.05
-    assert [c["loss"] for c in data["shortlist"]] == ["mse", "huber", "cauchy"]  # one convex, one redescending
+    assert [c["loss"] for c in data["shortlist"]] == ["mse", "l1", "welsch"]  # one convex, one redescending
     assert data["objective"] == "median_ae" and "gross errors" in data["objective_reason"]
     assert data["traits"]["objective"] == {"metric": "median_ae", "mode": "min"}
     assert "Objective: median_ae (median absolute error)" in r.stdout
@@ -332,11 +332,11 @@ def test_choose_sweeps_the_shortlist_fairly_and_reports_with_the_profile_first(t
     out = tmp_path / "report"
     overrides = ["data=csv", f"data.path={path}", "data.target=y", f"tracking.uri={mlflow_uri}",
                  "tracking.experiment_name=choose-e2e", f"report.out_dir={out}", "report.appendix=false",
-                 "trainer.max_epochs=3", "choose.variants=2", "choose.budget=40"]
+                 "trainer.max_epochs=3", "choose.variants=2", "choose.seeds=5", "choose.budget=40"]
     lines: list[str] = []
     outcome = run_choose(overrides, printer=lines.append)
     plan = outcome.plan
-    assert plan is not None and plan.n_runs == 3 * 2 * 5  # mse, huber, cauchy; 2 settings; 5 seeds
+    assert plan is not None and plan.n_runs == 3 * 2 * 5  # mse, l1, welsch; 2 settings; 5 seeds
     client = tracking.client(mlflow_uri)
     exp = client.get_experiment_by_name("choose-e2e")
     runs = client.search_runs([exp.experiment_id], max_results=1000)
@@ -345,13 +345,13 @@ def test_choose_sweeps_the_shortlist_fairly_and_reports_with_the_profile_first(t
     seeds = {}
     for r in runs:
         seeds.setdefault(r.data.tags["loss"], set()).add(r.data.tags["seed"])
-    assert seeds == {loss: {"0", "1", "2", "3", "4"} for loss in ("mse", "huber", "cauchy")}
+    assert seeds == {loss: {"0", "1", "2", "3", "4"} for loss in ("mse", "l1", "welsch")}
     md = (out / "report.md").read_text()
     assert md.index("## 0. Your data: profile and shortlist") < md.index("## Summary")
     assert '<h2 id="profile">' in (out / "report.html").read_text()
     assert {r.data.tags["objective"] for r in runs} == {"median_ae"}  # 20% gross errors in every split
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["scenarios"][0]["recommended"]["loss"] in ("mse", "huber", "cauchy")
+    assert summary["scenarios"][0]["recommended"]["loss"] in ("mse", "l1", "welsch")
     assert summary["scenarios"][0]["objective"] == "test_median_ae"
     profile = json.loads((out / "profile.json").read_text())
     assert profile["sweep"]["runs"] == plan.n_runs and profile["shortlist"][0]["loss"] == "mse"

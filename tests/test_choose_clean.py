@@ -89,7 +89,7 @@ def test_the_clean_ratio_lands_much_closer_to_the_truth_than_the_given_labels_ra
     # the shortlist decides on the estimate and says so; the terminal shows both ratios
     s = shortlist(p)
     imb = [c for c in s.candidates if "imbalance" in c.answers]
-    assert [c.loss for c in imb] == ["logit_adjusted"]
+    assert [c.loss for c in imb] == ["weighted_ce"]
     reason = imb[0].reasons[0]
     assert f"{est['value']:.3g} as estimated for the true labels" in reason
     assert f"against {observed:.3g} for the given labels" in reason and "lower end of its interval" in reason
@@ -113,7 +113,7 @@ def test_the_shortlist_decides_imbalance_on_the_clean_ratio_only_under_material_
     # given labels flattened to 2.5 by 30% noise, the estimate 12 (7 to 20): imbalance losses, and why
     s = shortlist(_noisy_profile(2.5, 12.0, [7.0, 20.0], [0.25, 0.35]))
     answers = {c.loss: c.answers for c in s.candidates}
-    assert answers["logit_adjusted"] == ["imbalance"] and "combo" in answers
+    assert answers["weighted_ce"] == ["imbalance"] and "combo" in answers
     reason = s.candidates[1].reasons[0]
     assert "12 as estimated for the true labels (95% CI 7 to 20), against 2.5 for the given labels" in reason
     assert "finds 30.0% of the labels wrong" in reason and "symmetric noise flattens the counts" in reason
@@ -121,12 +121,12 @@ def test_the_shortlist_decides_imbalance_on_the_clean_ratio_only_under_material_
     assert metric == "balanced_accuracy" and "12 as estimated for the true labels, 2.5 for the given ones" in why
     # the estimate decides by the lower end of its interval, as every estimated trait does
     wide = shortlist(_noisy_profile(2.5, 12.0, [2.0, 40.0], [0.25, 0.35]))
-    assert "logit_adjusted" not in wide.losses
+    assert "weighted_ce" not in wide.losses
     assert any(n.startswith("Imbalance: largest / smallest class 12 as estimated") and
                f"lower end is below {IMBALANCE_RATIO:g}" in n for n in wide.notes)
     # noise that is not material (interval starts below 5%): the given labels' exact ratio decides
     quiet = shortlist(_noisy_profile(2.5, 12.0, [7.0, 20.0], [0.02, 0.06]))
-    assert "logit_adjusted" not in quiet.losses and any(n.startswith("Mild imbalance (largest / smallest class 2.5)")
+    assert "weighted_ce" not in quiet.losses and any(n.startswith("Mild imbalance (largest / smallest class 2.5)")
                                                         for n in quiet.notes)
     # and a profile from before the estimate existed still works
     old = {k: v for k, v in _noisy_profile(4.0, 12.0, [7.0, 20.0], [0.25, 0.35]).items() if k != "clean_imbalance_ratio"}

@@ -47,7 +47,7 @@ Measured:
 Goals (issue 10): traits within +-0.05; the recommendation within the full sweep's tie set;
 at most 30% of the full sweep's compute.
 
-The defaults (10 tables of a few hundred rows, 10 epochs, one setting per loss, 5 seeds)
+The defaults (10 tables of a few hundred rows, 10 epochs, one setting per loss, 10 seeds)
 take minutes on 2 CPU cores; ``--variants 3`` is choose's own default tuning,
 ``--rows``/``--n-max``/``--epochs`` make the tables and runs bigger. All runs go to one
 fresh SQLite store, under ``--keep DIR`` (kept, with the tables, reports and logs) or a
@@ -356,7 +356,7 @@ def select(names: str | None) -> list[TableSpec]:
 
 
 def bench_choose(*, tables: str | None = None, rows: int = 600, n_max: int = 400, epochs: int = 10, variants: int = 1,
-                 seeds: int = 5, data_seed: int = 0, device: str = "cpu", keep: str | None = None,
+                 seeds: int = 10, data_seed: int = 0, device: str = "cpu", keep: str | None = None,
                  progress: bool = True) -> dict[str, Any]:
     """Run choose and the full sweep on every table; see the module docstring."""
     from .. import tracking
@@ -431,7 +431,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=10, help="trainer.max_epochs of every run (default 10)")
     p.add_argument("--variants", type=int, default=1,
                    help="choose.variants, settings per loss on both sides (default 1; choose's own default is 3)")
-    p.add_argument("--seeds", type=int, default=5, help="choose.seeds on both sides (default 5, choose's minimum)")
+    p.add_argument("--seeds", type=int, default=10, help="choose.seeds on both sides (default 10, choose's own)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the table generators (default 0)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--keep", metavar="DIR", help="work in a fresh folder under DIR and keep it (tables, store, reports, logs)")
