@@ -226,7 +226,7 @@ def test_shortlist_answers_each_measured_trait_with_registry_traits():
     few = shortlist(_regression_profile(0.04))
     assert len(few.losses) == 2 and all("convex" in loss_info(n).traits for n in few.losses)  # none redescending below 10%
     clean = shortlist(_regression_profile(0.0))
-    assert clean.losses == ["mse"] and any("baseline can be beaten" in n for n in clean.notes)
+    assert clean.losses == ["mse"] and any("the baseline is swept alone" in n for n in clean.notes)
 
 
 def test_the_default_objective_follows_the_profile_and_the_user_wins():

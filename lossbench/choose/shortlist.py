@@ -199,8 +199,9 @@ def shortlist(profile: Mapping[str, Any], *, max_per_trait: int = 1, extra: Sequ
         notes.append("No combination: the guide's fourth point calls for one where two measured traits need different "
                      "losses, and this data does not show such a pair.")
     if len(b.by_name) == 1:
-        notes.append("No trait of this data calls for another loss: the sweep tests whether the baseline can be beaten "
-                     "at all; add candidates with choose.extra_losses=[...].")
+        notes.append("No trait of this data calls for another loss, so the baseline is swept alone: the report gives "
+                     "its score over the seeds, not a comparison. To test whether another loss beats it, add "
+                     "candidates with choose.extra_losses=[...].")
     return Shortlist(list(b.by_name.values()), notes)
 
 
