@@ -67,9 +67,16 @@ _OPEN_PARENTS: dict[str, tracking.Run] = {}
 
 
 def end_open_parents(status: str = "KILLED") -> None:
+    """End the parent runs of sweeps that stopped early; one that no job reached (a sweep refused
+    before its first job, say) holds nothing, and is deleted rather than left as a KILLED husk."""
     while _OPEN_PARENTS:
-        _, run = _OPEN_PARENTS.popitem()
+        parent, run = _OPEN_PARENTS.popitem()
+        client = tracking.client(run.uri)
+        experiment_id = client.get_run(parent).info.experiment_id
+        flt = f"tags.`{S.TAG_PARENT}` = '{parent}'"
         run.end(status)
+        if not client.search_runs([experiment_id], filter_string=flt, max_results=1):
+            client.delete_run(parent)
 
 
 def summarize(runs: list[Any]) -> dict[str, Any]:
