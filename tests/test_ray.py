@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from mlflow.entities import ViewType
 
 from lossbench import schema as S
 from lossbench import tracking
@@ -176,8 +177,10 @@ def test_ray_gpus_asks_each_task_for_a_gpu_and_says_so_on_a_cluster_without_one(
     assert "Each Ray task asks for 1 GPU (hydra.launcher.ray.remote.num_gpus), and the Ray cluster has 0." in r.stderr
     assert "Traceback" not in r.stderr
     c = tracking.client(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = c.search_runs([c.get_experiment_by_name("lossbench").experiment_id])
-    assert [x.data.tags.get(S.TAG_KIND) for x in runs] == ["sweep"]  # only the sweep's parent run, and no job
+    exp = [c.get_experiment_by_name("lossbench").experiment_id]
+    assert c.search_runs(exp) == []  # no job ran, and the sweep's empty parent run was ended and deleted
+    (parent,) = c.search_runs(exp, run_view_type=ViewType.DELETED_ONLY)
+    assert parent.data.tags[S.TAG_KIND] == "sweep" and parent.info.status == "KILLED"
 
 
 @pytest.mark.slow
