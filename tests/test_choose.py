@@ -269,7 +269,7 @@ def test_shortlist_for_imbalance_and_noise_has_a_buildable_combination():
     value = loss(torch.randn(6, 3), torch.tensor([0, 1, 2, 0, 1, 2]))
     assert torch.isfinite(value)
     binary = shortlist({**p, "task": "binary"})
-    assert binary.losses[0] == BASELINE["binary"] == "bce" and "balanced_bce" in binary.losses
+    assert binary.losses[0] == BASELINE["binary"] == "bce" and "weighted_ce" in binary.losses
     every = {c.loss for c in s.candidates} | {c.loss for c in binary.candidates}
     cfg_dir = Path(__file__).resolve().parent.parent / "configs" / "loss"
     assert all((cfg_dir / f"{n}.yaml").is_file() for n in every)

@@ -63,7 +63,7 @@ def _defaults(name: str, args: argparse.Namespace) -> argparse.Namespace:
         argv += ["--threads", str(args.threads)]
     if name == "report" and args.store:
         argv += ["--store", args.store]
-    if name == "choose":  # two of its tables: all ten take many minutes
+    if name == "choose":  # two of its tables: all twelve take minutes
         from .choose import QUICK
 
         argv += ["--tables", ",".join(QUICK)]

@@ -5,7 +5,8 @@ real table carries them, test split included): gross target errors on a linear r
 (``outlier_fraction``); a long-tailed class profile (``imbalance_ratio``, largest / smallest
 class, the exponential profile of :mod:`lossbench.data.longtail`) and symmetric label flips
 (``label_noise``) on a 5-class :func:`sklearn.datasets.make_classification` problem; each
-alone, combined, and a clean control of each task. The generators are those of
+alone, combined, and a clean control of each task; and a two-class problem with a 20:1
+imbalance, alone and with 20% flips, for the binary path (``bce``, ``balanced_bce``). The generators are those of
 :mod:`lossbench.data.synthetic` (``inject_target_errors``) and :mod:`lossbench.data.base`
 (``flip_labels``), seeded by ``--data-seed``.
 
@@ -47,7 +48,7 @@ Measured:
 Goals (issue 10): traits within +-0.05; the recommendation within the full sweep's tie set;
 at most 30% of the full sweep's compute.
 
-The defaults (10 tables of a few hundred rows, 10 epochs, one setting per loss, 10 seeds)
+The defaults (12 tables of a few hundred rows, 10 epochs, one setting per loss, 10 seeds)
 take minutes on 2 CPU cores; ``--variants 3`` is choose's own default tuning,
 ``--rows``/``--n-max``/``--epochs`` make the tables and runs bigger. All runs go to one
 fresh SQLite store, under ``--keep DIR`` (kept, with the tables, reports and logs) or a
@@ -82,7 +83,7 @@ REG_FEATURES = 5
 REG_NOISE = 0.3  # Gaussian noise on every target; the clean signal has standard deviation 1
 OUTLIER_SCALE = 10.0  # gross errors of +-10 * U(0.5, 1.5), as data=regression_outliers injects them
 VAL_FRACTION = TEST_FRACTION = 0.2  # configs/data/csv.yaml's split
-TASK_OF = {"regression": "regression", "classification": "multiclass"}
+TASK_OF = {"regression": "regression", "classification": "multiclass", "binary": "binary"}
 PROFILE_SEED = 0  # choose's seed (configs/train.yaml): the split its profile measures
 
 
@@ -91,7 +92,7 @@ class TableSpec:
     """One synthetic table and the traits injected into it."""
 
     name: str
-    task: str  # regression | classification
+    task: str  # regression | classification (5 classes) | binary (2 classes)
     outlier_fraction: float = 0.0
     imbalance_ratio: float = 1.0
     label_noise: float = 0.0
@@ -113,6 +114,8 @@ TABLES: tuple[TableSpec, ...] = (
     TableSpec("cls-noise0.4", "classification", label_noise=0.4),
     TableSpec("cls-imb10-noise0.2", "classification", imbalance_ratio=10.0, label_noise=0.2),
     TableSpec("cls-imb50-noise0.4", "classification", imbalance_ratio=50.0, label_noise=0.4),
+    TableSpec("bin-imb20", "binary", imbalance_ratio=20.0),
+    TableSpec("bin-imb20-noise0.2", "binary", imbalance_ratio=20.0, label_noise=0.2),
 )
 BY_NAME = {t.name: t for t in TABLES}
 QUICK = ("reg-out0.25", "cls-imb10-noise0.2")  # what `python -m lossbench.benchmark all` runs
@@ -153,14 +156,15 @@ def make_table(spec: TableSpec, *, rows: int = 600, n_max: int = 400, seed: int 
     from ..data.base import flip_labels
     from ..data.longtail import long_tail_counts, sample_per_class
 
-    counts = long_tail_counts(n_max, N_CLASSES, spec.imbalance_ratio, "exp")
+    k = n_classes(spec)
+    counts = long_tail_counts(n_max, k, spec.imbalance_ratio, "exp")
     pool_x, pool_y = make_classification(
-        n_samples=N_CLASSES * (n_max + 10), n_features=N_FEATURES, n_informative=5, n_redundant=2,
-        n_classes=N_CLASSES, n_clusters_per_class=1, class_sep=CLASS_SEP, flip_y=0.0, random_state=seed,
+        n_samples=k * (n_max + 10), n_features=N_FEATURES, n_informative=5, n_redundant=2,
+        n_classes=k, n_clusters_per_class=1, class_sep=CLASS_SEP, flip_y=0.0, random_state=seed,
     )
     take = rng.permutation(sample_per_class(pool_y, counts, rng, what="table"))
     clean = pool_y[take].astype(np.int64)
-    noisy, _ = flip_labels(clean, spec.label_noise, "symmetric", N_CLASSES, rng)
+    noisy, _ = flip_labels(clean, spec.label_noise, "symmetric", k, rng)
     frame = pd.DataFrame(pool_x[take], columns=[f"x{j}" for j in range(N_FEATURES)])
     frame["y"] = noisy
     return Table(spec, frame, noisy != clean, clean)
@@ -179,8 +183,12 @@ def training_rows(table: Table, seed: int = 0) -> np.ndarray:
     return stratified_split_indices(codes, VAL_FRACTION, TEST_FRACTION, seed)[0]
 
 
+def n_classes(spec: TableSpec) -> int:
+    return 2 if spec.task == "binary" else N_CLASSES
+
+
 def _ratio(labels: np.ndarray) -> float:
-    counts = np.bincount(labels, minlength=N_CLASSES)
+    counts = np.bincount(labels)
     counts = counts[counts > 0]
     return float(counts.max() / counts.min())
 
@@ -395,7 +403,7 @@ def bench_choose(*, tables: str | None = None, rows: int = 600, n_max: int = 400
     return {
         "settings": {"tables": [t.name for t in specs], "rows": rows, "n_max": n_max, "epochs": epochs,
                      "variants": variants, "seeds": seeds, "data_seed": data_seed, "device": device, "kept": kept,
-                     "n_classes": N_CLASSES, "class_sep": CLASS_SEP, "outlier_scale": OUTLIER_SCALE},
+                     "n_classes": N_CLASSES, "n_classes_binary": 2, "class_sep": CLASS_SEP, "outlier_scale": OUTLIER_SCALE},
         "results": out,
         "goals": goals(out),
     }
