@@ -59,6 +59,10 @@ def test_tables_carry_their_injected_traits_and_the_truth_is_on_the_profiled_spl
             assert true["imbalance_ratio"]["observed"] != true["imbalance_ratio"]["truth"]  # flips move class counts
             assert true["label_noise"]["truth"] == pytest.approx(t.injected[tr].mean())
     assert make_table(BY_NAME["cls-clean"], n_max=60).frame.equals(make_table(BY_NAME["cls-clean"], n_max=60).frame)
+    # the binary tables: two classes, the second the rare one, flipped both ways
+    t = make_table(BY_NAME["bin-imb20-noise0.2"], n_max=200)
+    assert np.bincount(t.clean_labels).tolist() == [200, 10] and set(t.frame["y"]) == {0, 1}
+    assert t.injected.sum() == round(0.2 * 210) and (t.frame["y"].to_numpy() != t.clean_labels).sum() == t.injected.sum()
 
 
 def test_profile_errors_are_absolute_for_fractions_and_relative_for_the_ratio():
@@ -119,7 +123,7 @@ def test_goals_count_each_table_and_the_full_sweep_has_every_loss():
 
 
 def test_the_command_line_checks_its_options_and_all_runs_two_tables(capsys):
-    assert {t.name for t in TABLES} >= set(QUICK) and len(TABLES) == 10
+    assert {t.name for t in TABLES} >= set(QUICK) and len(TABLES) == 12
     sub = _defaults("choose", build_parser().parse_args(["all", "--device", "cpu"]))
     assert sub.tables == ",".join(QUICK) and sub.device == "cpu" and sub.json is None
     with pytest.raises(SystemExit) as exc:
