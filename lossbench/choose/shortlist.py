@@ -46,7 +46,7 @@ ROBUST_OBJECTIVE_OUTLIERS = 0.05  # gross target errors of the data's own from w
 
 # Within a trait, which losses come first (built-in names; others follow alphabetically). With one
 # loss a trait, the first decides, so the order follows measurement: the full sweeps of
-# `python -m lossbench.benchmark choose --seeds 10` (2026-12-07, tables of 600 to 2,000 rows, an MLP,
+# `python -m lossbench.benchmark choose --seeds 10` (2026-12-07, tables of 420 to 2,000 rows, an MLP,
 # 10 epochs, defaults). l1, whose minimiser is the conditional median, was best under gross errors
 # (median_ae 0.350 at 25% against huber's 0.509 at delta=1), welsch the best redescending one;
 # weighted_ce was tied with the best on all four imbalanced tables, logit_adjusted on three (0.713
