@@ -101,7 +101,8 @@ def _check_reachable(uri: str, timeout: float = 3.0) -> None:
         ) from None
 
 
-def _sqlite_path(uri: str) -> Path | None:
+def sqlite_path(uri: str) -> Path | None:
+    """The file of an ``sqlite:///`` URI; None for any other store."""
     if uri.startswith("sqlite:///"):
         return Path(uri[len("sqlite:///") :])
     return None
@@ -110,7 +111,7 @@ def _sqlite_path(uri: str) -> Path | None:
 def removed_store_message(uri: str) -> str | None:
     """If the SQLite file behind ``uri`` is gone (deleted while a run wrote to it), the one line that
     says so; else None. Nothing more of the run can be recorded then, and no write is worth retrying."""
-    path = _sqlite_path(uri)
+    path = sqlite_path(uri)
     if path is None or path.name == ":memory:" or path.exists():
         return None
     return (f"the MLflow store {path.resolve()} was removed while the run was in progress, so the run's record is "
@@ -138,7 +139,7 @@ def ensure_experiment(uri: str, experiment_name: str) -> str:
     Call this once in the parent process before any worker starts.
     """
     _check_reachable(uri)
-    path = _sqlite_path(uri)
+    path = sqlite_path(uri)
     if path is not None and path.name != ":memory:":
         _check_writable(uri, path)
     if path is not None and path.parent and not path.parent.exists():
@@ -570,6 +571,7 @@ __all__ = [
     "pid_alive",
     "runs_of_config",
     "settle_stuck",
+    "sqlite_path",
     "filter_value",
     "flatten",
     "git_commit",

@@ -243,18 +243,14 @@ class Storage:
     journal: bool = False
 
 
-def _sqlite_file(url: str) -> Path | None:
-    return Path(url[len("sqlite:///") :]) if url.startswith("sqlite:///") else None
-
-
 def open_storage(spec: str, tracking_uri: str) -> Storage:
     """A journal file (the default) or a database URL (``RDBStorage``, with heartbeats)."""
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     journal = "://" not in spec
-    file = Path(spec).expanduser() if journal else _sqlite_file(spec)  # None: a database server
-    mlflow_db = _sqlite_file(tracking_uri)
+    file = Path(spec).expanduser() if journal else tracking.sqlite_path(spec)  # None: a database server
+    mlflow_db = tracking.sqlite_path(tracking_uri)
     if spec == tracking_uri or (file is not None and mlflow_db is not None and file.resolve() == mlflow_db.resolve()):
         raise ParameterError(
             f"search.storage is the MLflow database ({spec}). Keep the Optuna studies apart: "
