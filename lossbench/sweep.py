@@ -73,7 +73,7 @@ def end_open_parents(status: str = "KILLED") -> None:
         parent, run = _OPEN_PARENTS.popitem()
         client = tracking.client(run.uri)
         experiment_id = client.get_run(parent).info.experiment_id
-        flt = f"tags.`{S.TAG_PARENT}` = '{parent}'"
+        flt = f"tags.`{S.TAG_PARENT}` = {tracking.filter_value(parent)}"
         run.end(status)
         if not client.search_runs([experiment_id], filter_string=flt, max_results=1):
             client.delete_run(parent)
