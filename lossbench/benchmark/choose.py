@@ -6,9 +6,9 @@ real table carries them, test split included): gross target errors on a linear r
 class, the exponential profile of :mod:`lossbench.data.longtail`) and symmetric label flips
 (``label_noise``) on a 5-class :func:`sklearn.datasets.make_classification` problem; each
 alone, combined, and a clean control of each task; and a two-class problem with a 20:1
-imbalance, alone and with 20% flips, for the binary path (``bce``, ``balanced_bce``). The generators are those of
-:mod:`lossbench.data.synthetic` (``inject_target_errors``) and :mod:`lossbench.data.base`
-(``flip_labels``), seeded by ``--data-seed``.
+imbalance, alone and with 20% flips, for the binary path (``bce`` the baseline). The
+generators are those of :mod:`lossbench.data.synthetic` (``inject_target_errors``) and
+:mod:`lossbench.data.base` (``flip_labels``), seeded by ``--data-seed``.
 
 For each table (``--tables`` picks them), through :func:`lossbench.choose` (the Python API):
 
@@ -71,6 +71,7 @@ from typing import Any
 
 import numpy as np
 
+from ..choose.plan import DEFAULT_SEEDS, MIN_SEEDS
 from . import console, describe_machine, machine_info, write_json
 
 FRACTION_TOL = 0.05  # absolute, for the outlier fraction and the label-noise rate
@@ -364,11 +365,10 @@ def select(names: str | None) -> list[TableSpec]:
 
 
 def bench_choose(*, tables: str | None = None, rows: int = 600, n_max: int = 400, epochs: int = 10, variants: int = 1,
-                 seeds: int = 10, data_seed: int = 0, device: str = "cpu", keep: str | None = None,
+                 seeds: int = DEFAULT_SEEDS, data_seed: int = 0, device: str = "cpu", keep: str | None = None,
                  progress: bool = True) -> dict[str, Any]:
     """Run choose and the full sweep on every table; see the module docstring."""
     from .. import tracking
-    from ..choose.plan import MIN_SEEDS
     from ..errors import LossbenchError
 
     specs = select(tables)
@@ -439,7 +439,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=10, help="trainer.max_epochs of every run (default 10)")
     p.add_argument("--variants", type=int, default=1,
                    help="choose.variants, settings per loss on both sides (default 1; choose's own default is 3)")
-    p.add_argument("--seeds", type=int, default=10, help="choose.seeds on both sides (default 10, choose's own)")
+    p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS,
+                   help=f"choose.seeds on both sides (default {DEFAULT_SEEDS}, choose's own)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the table generators (default 0)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--keep", metavar="DIR", help="work in a fresh folder under DIR and keep it (tables, store, reports, logs)")
