@@ -276,6 +276,18 @@ def test_shortlist_for_imbalance_and_noise_has_a_buildable_combination():
 
 
 # --------------------------------------------------------------------------- the fair plan
+def test_options_left_out_take_choose_yaml_values():
+    from omegaconf import OmegaConf
+
+    from lossbench.configs import CONFIG_DIR
+
+    yaml = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "choose.yaml").choose)
+    assert P.check_options({}) == {**yaml, "lr_range": [float(x) for x in yaml["lr_range"]]}
+    assert P.check_options({"seeds": 7})["seeds"] == 7 and P.DEFAULT_SEEDS == yaml["seeds"]
+    with pytest.raises(ParameterError, match="choose.variants"):
+        P.check_options({"variants": 0})
+
+
 def test_every_loss_gets_the_same_tuning_and_the_budget_cuts_variants_not_seeds():
     class C:
         def __init__(self, loss, params=None):

@@ -21,8 +21,21 @@ from typing import Any
 
 from ..errors import ParameterError
 
+
+def _defaults() -> dict[str, Any]:
+    """The ``choose`` node of ``configs/choose.yaml``, the one place its defaults (and their reasons) are written."""
+    from omegaconf import OmegaConf
+
+    from ..configs import CONFIG_DIR
+
+    node = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "choose.yaml").choose)
+    assert isinstance(node, dict)
+    return node
+
+
+DEFAULTS = _defaults()
 MIN_SEEDS = 5
-DEFAULT_SEEDS = 10  # with a short list, ten seeds cost what five did for twice the losses, and separate more
+DEFAULT_SEEDS: int = DEFAULTS["seeds"]
 PRIMES = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29)
 
 
@@ -118,19 +131,19 @@ def check_options(opts: Mapping[str, Any]) -> dict[str, Any]:
     """The ``choose`` node, checked: one message naming the key and the fix for each mistake."""
     from ..constraints import BOOL, Interval
 
-    out = dict(opts)
-    seeds = Interval(int, 1).check("choose.seeds", opts.get("seeds", DEFAULT_SEEDS))
+    out = {**DEFAULTS, **opts}
+    seeds = Interval(int, 1).check("choose.seeds", out["seeds"])
     if seeds < MIN_SEEDS:
         raise ParameterError(
             f"choose.seeds must be at least {MIN_SEEDS}: with fewer, the report cannot tell losses apart. Got {seeds}."
         )
     out["seeds"] = seeds
-    out["variants"] = Interval(int, 1).check("choose.variants", opts.get("variants", 3))
-    out["budget"] = Interval(int, 1).check("choose.budget", opts.get("budget", 150))
-    out["max_per_trait"] = Interval(int, 1).check("choose.max_per_trait", opts.get("max_per_trait", 1))
-    out["profile_rows"] = Interval(int, 100).check("choose.profile_rows", opts.get("profile_rows", 5000))
-    out["profile_only"] = BOOL.check("choose.profile_only", opts.get("profile_only", False))
-    lr = opts.get("lr_range", [3e-4, 3e-3])
+    out["variants"] = Interval(int, 1).check("choose.variants", out["variants"])
+    out["budget"] = Interval(int, 1).check("choose.budget", out["budget"])
+    out["max_per_trait"] = Interval(int, 1).check("choose.max_per_trait", out["max_per_trait"])
+    out["profile_rows"] = Interval(int, 100).check("choose.profile_rows", out["profile_rows"])
+    out["profile_only"] = BOOL.check("choose.profile_only", out["profile_only"])
+    lr = out["lr_range"]
     if not isinstance(lr, list | tuple) or len(lr) != 2:
         raise ParameterError(f"choose.lr_range must be [low, high], e.g. choose.lr_range=[3e-4,3e-3]. Got {lr!r}.")
     lo = Interval(float, 0, None, "neither").check("choose.lr_range[0]", lr[0])
@@ -138,7 +151,7 @@ def check_options(opts: Mapping[str, Any]) -> dict[str, Any]:
     if lo > hi:
         raise ParameterError(f"choose.lr_range must be [low, high] with low <= high. Got {list(lr)}.")
     out["lr_range"] = [lo, hi]
-    extra = opts.get("extra_losses") or []
+    extra = out["extra_losses"] or []
     if isinstance(extra, str) or not isinstance(extra, list | tuple):
         raise ParameterError(f"choose.extra_losses must be a list of loss names, e.g. choose.extra_losses=[poly]. Got {extra!r}.")
     out["extra_losses"] = [str(e) for e in extra]
