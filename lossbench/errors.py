@@ -13,6 +13,7 @@ import difflib
 import os
 import sys
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 
 class LossbenchError(ValueError):
@@ -55,6 +56,21 @@ def unknown_name(kind: str, name: str, choices: Iterable[str], hint: str = "") -
     if hint:
         msg += f" {hint}"
     return UnknownNameError(msg)
+
+
+def path_blocker(path: Path, *, file: bool) -> tuple[str, Path] | None:
+    """What stops this process making and writing ``path`` (a file where ``file``, else a folder),
+    checked before any work: ``("file", p)`` where p, the nearest part of the path that exists, is a
+    file, not a folder; ``("read-only", p)`` where the file itself, or that nearest folder, cannot be
+    written; None where nothing stands in the way."""
+    probe = path.parent if file else path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        return "file", probe
+    if file and path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        return "read-only", path
+    return None if os.access(probe, os.W_OK | os.X_OK) else ("read-only", probe)
 
 
 @contextlib.contextmanager

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from . import schema as S
-from .errors import TrackingError
+from .errors import TrackingError, path_blocker
 
 log = logging.getLogger(__name__)
 
@@ -155,17 +155,15 @@ def _check_writable(uri: str, db: Path) -> None:
     file and its folder (where SQLite writes its journal) writable by this process."""
     fix = "Point tracking.uri at a store you can write, e.g. tracking.uri=sqlite:///mlflow.db. Nothing was trained."
     where = db.resolve()
-    probe = where.parent
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
-    if where.exists() and where.is_dir():
+    if where.is_dir():
         raise TrackingError(f"The MLflow store at {uri} is a folder, not a file: {where}. {fix}")
-    if not probe.is_dir():
+    kind, probe = path_blocker(where, file=True) or ("", where)
+    if kind == "file":
         raise TrackingError(f"The MLflow store at {uri} cannot be made: {probe} is a file, not a folder. {fix}")
-    if where.exists() and not os.access(where, os.R_OK | os.W_OK):
+    if kind and probe == where:
         raise TrackingError(f"The MLflow store {where} is read-only for this user. Make it writable "
                             f"(chmod u+w), or: {fix}")
-    if not os.access(probe, os.W_OK | os.X_OK):
+    if kind:
         raise TrackingError(f"The MLflow store {where} cannot be written: its folder {probe} is read-only for this "
                             f"user (SQLite writes its journal there). Make it writable, or: {fix}")
 

@@ -304,6 +304,24 @@ def test_a_report_folder_under_a_file_is_one_line_and_exit_2_before_reading_the_
                                   f"{tmp_path / 'taken'} is a file, not a folder. Pick another report.out_dir.")
 
 
+def test_path_blocker_names_the_part_of_a_path_that_stops_it(tmp_path):
+    from lossbench.errors import path_blocker
+
+    (tmp_path / "taken").write_text("a file\n")
+    assert path_blocker(tmp_path / "new" / "deeper" / "store.db", file=True) is None
+    assert path_blocker(tmp_path / "new" / "report", file=False) is None
+    assert path_blocker(tmp_path / "taken" / "a" / "store.db", file=True) == ("file", tmp_path / "taken")
+    assert path_blocker(tmp_path / "taken", file=False) == ("file", tmp_path / "taken")
+    assert path_blocker(tmp_path / "taken", file=True) is None  # an existing file may be written
+    if os.geteuid() == 0:  # root writes through file modes
+        return
+    (tmp_path / "taken").chmod(0o444)
+    (tmp_path / "locked").mkdir(mode=0o555)
+    assert path_blocker(tmp_path / "taken", file=True) == ("read-only", tmp_path / "taken")
+    assert path_blocker(tmp_path / "locked" / "new" / "report", file=False) == ("read-only", tmp_path / "locked")
+    assert path_blocker(tmp_path / "locked" / "store.db", file=True) == ("read-only", tmp_path / "locked")
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
                     reason="root writes through file modes: a read-only store cannot be made for root")

@@ -6,13 +6,12 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import LossbenchError
+from ..errors import LossbenchError, path_blocker
 
 if TYPE_CHECKING:
     from .recommend import Analysis
@@ -48,15 +47,11 @@ def curve_runs(analysis: Analysis, limit: int) -> dict[tuple[str, str], str]:
 def check_out_dir(out: Path) -> None:
     """Fail before any work when ``out`` cannot be a folder: it, or the nearest part of its path that
     exists, is a file, or that folder is not writable."""
-    probe = out
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
-    if probe.exists() and not probe.is_dir():
-        raise LossbenchError(f"report.out_dir={out} cannot be made: {probe} is a file, not a folder. "
-                             f"Pick another report.out_dir.")
-    if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
-        raise LossbenchError(f"report.out_dir={out} cannot be written: {probe} is not writable. "
-                             f"Pick another report.out_dir.")
+    kind, probe = path_blocker(out, file=False) or ("", out)
+    if kind:
+        why = "made" if kind == "file" else "written"
+        what = "a file, not a folder" if kind == "file" else "not writable"
+        raise LossbenchError(f"report.out_dir={out} cannot be {why}: {probe} is {what}. Pick another report.out_dir.")
 
 
 def build_report(

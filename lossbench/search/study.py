@@ -39,7 +39,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from .. import overrides as ov
 from .. import schema as S
 from .. import tracking
-from ..errors import LossbenchError, ParameterError, unknown_name
+from ..errors import LossbenchError, ParameterError, path_blocker, unknown_name
 from .space import SearchSettings, check_loss_keys, distribution, loss_space
 
 TAG_BEST, ARTIFACT_BEST = S.TAG_BEST, S.ARTIFACT_BEST  # MLflow names (TAG_STUDY/TAG_TRIAL: lossbench.schema)
@@ -294,8 +294,8 @@ def _why(exc: BaseException) -> str:
 def _check_writable(file: Path, spec: str) -> None:
     """The storage file can be created (its folder made) and written: checked before any trial."""
     if not file.parent.is_dir():
-        blocker = next((p for p in (file.parent, *file.parent.parents) if p.exists() and not p.is_dir()), None)
-        if blocker is not None:
+        kind, blocker = path_blocker(file, file=True) or ("", file)
+        if kind == "file":
             raise ParameterError(
                 f"search.storage {spec}: {blocker} is a file, not a folder, so the storage cannot be made there; "
                 "name a file in a folder, like search.storage=studies.journal."
