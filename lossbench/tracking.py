@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -197,6 +198,17 @@ def _store_lock(db: Path) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
+def _artifact_location(uri: str, experiment_name: str) -> str | None:
+    """Where a new experiment of a SQLite store keeps its artifacts: ``mlruns/<name>-<hash>`` beside the store,
+    so that they go with it whichever folder a run starts in (MLflow's default is ``./mlruns/<id>`` of the
+    folder the process started in). None, MLflow's choice, for any other store."""
+    db = sqlite_path(uri)
+    if db is None or db.name == ":memory:":
+        return None
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", experiment_name)[:80]
+    return str(db.resolve().parent / "mlruns" / f"{safe}-{hashlib.sha1(experiment_name.encode()).hexdigest()[:8]}")
+
+
 def _ensure_experiment(uri: str, experiment_name: str) -> str:
     try:
         c = client(uri)
@@ -209,7 +221,7 @@ def _ensure_experiment(uri: str, experiment_name: str) -> str:
                 )
             return exp.experiment_id
         try:
-            return c.create_experiment(experiment_name)
+            return c.create_experiment(experiment_name, artifact_location=_artifact_location(uri, experiment_name))
         except Exception:  # noqa: BLE001 - someone else created it between our two calls
             exp = c.get_experiment_by_name(experiment_name)
             if exp is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,6 +96,19 @@ def test_a_run_ends_once_and_the_first_status_stays(mlflow_uri):
     assert got.data.params["a.b"] == "1" and got.data.params["long"].endswith("...") and len(got.data.params["long"]) == 6000
     assert [(h.step, h.value) for h in tracking.client(mlflow_uri).get_metric_history(run.run_id, "m")] == [(0, 1.0), (1, 0.5), (2, 0.25)]
     assert {a.path for a in tracking.client(mlflow_uri).list_artifacts(run.run_id)} == {"a.txt", "b.json"}
+
+
+def test_artifacts_stay_beside_a_sqlite_store_whatever_folder_a_run_starts_in(mlflow_uri, tmp_path, monkeypatch):
+    """MLflow would put a new experiment's artifacts in ./mlruns of the folder the process started in;
+    lossbench keeps a SQLite store's beside it, so runs started from any folder write where the store is."""
+    store = tracking.sqlite_path(mlflow_uri).parent
+    monkeypatch.chdir(tmp_path)
+    exp = tracking.ensure_experiment(mlflow_uri, "elsewhere: a/b")
+    run = tracking.Run.start(mlflow_uri, exp, "r", {}, {})
+    run.end("FINISHED", artifacts={"a.txt": "hi"})
+    where = Path(tracking.client(mlflow_uri).get_experiment(exp).artifact_location)
+    assert where.parent == store / "mlruns" and where.name.startswith("elsewhere_a_b-")
+    assert (where / run.run_id / "artifacts" / "a.txt").read_text() == "hi" and not (tmp_path / "mlruns").exists()
 
 
 @pytest.mark.parametrize("engine", ["sequential", "batched"])
