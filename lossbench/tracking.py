@@ -103,9 +103,9 @@ def _check_reachable(uri: str, timeout: float = 3.0) -> None:
 
 
 def sqlite_path(uri: str) -> Path | None:
-    """The file of an ``sqlite:///`` URI; None for any other store."""
+    """The file of an ``sqlite:///`` URI, without its query string (``?timeout=30``); None for any other store."""
     if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///") :])
+        return Path(uri[len("sqlite:///") :].split("?", 1)[0])
     return None
 
 

@@ -111,6 +111,15 @@ def test_artifacts_stay_beside_a_sqlite_store_whatever_folder_a_run_starts_in(ml
     assert (where / run.run_id / "artifacts" / "a.txt").read_text() == "hi" and not (tmp_path / "mlruns").exists()
 
 
+def test_a_sqlite_uri_with_a_query_string_names_the_same_file(tmp_path):
+    db = tmp_path / "store" / "mlflow.db"
+    uri = f"sqlite:///{db}?timeout=30"
+    assert tracking.sqlite_path(uri) == db and tracking.sqlite_path("postgresql://h/db") is None
+    exp = tracking.ensure_experiment(uri, "query")
+    assert db.is_file() and not [p.name for p in db.parent.iterdir() if "?" in p.name]
+    assert Path(tracking.client(uri).get_experiment(exp).artifact_location).parent == db.parent / "mlruns"
+
+
 @pytest.mark.parametrize("engine", ["sequential", "batched"])
 def test_data_objective_selects_on_validation_and_ranks_on_test(compose, mlflow_uri, engine):
     cfg = compose(*REG_SMALL, "data.objective=median_ae", f"engine={engine}", "tracking.skip_finished=false", "trainer.max_epochs=4")

@@ -25,6 +25,7 @@ from mlflow.exceptions import MlflowException
 
 from .. import schema
 from ..errors import TrackingError, UnknownNameError, did_you_mean
+from ..tracking import sqlite_path
 
 # run-table column <- MLflow tag
 TAG_COLUMNS = {
@@ -46,8 +47,8 @@ def open_store(uri: str) -> MlflowClient:
         raise TrackingError("tracking.uri is empty. Set it, e.g. tracking.uri=sqlite:///mlflow.db.")
     parsed = urlparse(uri)
     if uri.startswith("sqlite:///"):
-        path = _store_path(uri)
-        local = Path(path) if path and path != ":memory:" else None
+        path = sqlite_path(uri)
+        local = path if path is not None and path.name not in ("", ":memory:") else None
     else:  # file:// or a bare path (a Windows one has a drive letter for a scheme)
         bare = parsed.scheme == "" or (len(parsed.scheme) == 1 and uri[1:3] in (":\\", ":/"))
         local = Path(parsed.path) if parsed.scheme == "file" else Path(uri) if bare else None
@@ -106,11 +107,6 @@ def corrupt_store(path: Path | str, exc: BaseException) -> TrackingError:
     )
 
 
-def _store_path(uri: str) -> str:
-    """The file of an sqlite:/// URI, without its query string; any other URI as it is."""
-    return uri[len("sqlite:///") :].split("?", 1)[0] if uri.startswith("sqlite:///") else uri
-
-
 def find_experiment(client: MlflowClient, name: str) -> Experiment:
     """The experiment called ``name``; an unknown name lists the experiments that exist."""
     try:
@@ -121,7 +117,7 @@ def find_experiment(client: MlflowClient, name: str) -> Experiment:
     except MlflowException as exc:
         raise TrackingError(f"Cannot read the MLflow store at {client.tracking_uri}: {exc.message}") from exc
     except sqlalchemy.exc.DatabaseError as exc:
-        raise corrupt_store(_store_path(client.tracking_uri), exc) from None
+        raise corrupt_store(sqlite_path(client.tracking_uri) or client.tracking_uri, exc) from None
     deleted = " It was deleted; restore it with `mlflow experiments restore`." if exp is not None else ""
     listing = ", ".join(names) if names else "none"
     raise UnknownNameError(
@@ -162,7 +158,7 @@ def run_table(client: MlflowClient, experiment: Experiment) -> tuple[pd.DataFram
     except MlflowException as exc:
         raise TrackingError(f"Cannot read runs from {client.tracking_uri}: {exc.message}") from exc
     except sqlalchemy.exc.DatabaseError as exc:
-        raise corrupt_store(_store_path(client.tracking_uri), exc) from None
+        raise corrupt_store(sqlite_path(client.tracking_uri) or client.tracking_uri, exc) from None
     loss_tag = "tags." + schema.TAG_LOSS
     ours = runs[runs[loss_tag].notna()] if loss_tag in runs.columns else runs.iloc[0:0]
     kind = "tags." + schema.TAG_KIND
