@@ -219,6 +219,39 @@ def test_ray_sweep_into_a_postgres_backed_mlflow_server_reads_back_with_the_repo
         assert "mse" in md and "l1" in md and "regression_outliers" in md
 
 
+@pytest.mark.slow
+def test_ctrl_c_to_a_driver_attached_to_a_ray_cluster_leaves_no_run_running(ray_head, tmp_path):
+    # the driver alone gets SIGINT, as from a user's terminal: the cluster's workers are in the head's group
+    driver = tmp_path / "driver"
+    driver.mkdir()
+    argv = [sys.executable, "-m", "lossbench", "-m", "hydra/launcher=ray", f"hydra.launcher.ray.init.address={ray_head.address}",
+            *SWEEP[:-1], "trainer.max_epochs=100000", "tracking.experiment_name=ray-ctrl-c"]
+    with open(tmp_path / "driver.log", "wb") as log:
+        proc = subprocess.Popen(argv, cwd=driver, env=_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    c = tracking.client(f"sqlite:///{driver / 'mlflow.db'}")
+    try:
+        deadline = time.monotonic() + 240
+        while not (exp := c.get_experiment_by_name("ray-ctrl-c")) or len(c.search_runs(
+                [exp.experiment_id], filter_string="attributes.status = 'RUNNING' and metrics.train_loss >= 0")) < 4:
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "driver.log").read_text()[-3000:]
+            time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=120) == 130, (tmp_path / "driver.log").read_text()[-3000:]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    runs = c.search_runs([exp.experiment_id])
+    assert runs and {r.info.status for r in runs} == {"KILLED"}, [(r.info.run_name, r.info.status) for r in runs]
+    jobs = [r for r in runs if S.TAG_KIND not in r.data.tags]
+    assert jobs and {r.data.tags.get(S.TAG_SETTLED) for r in jobs} == {"its sweep's driver was stopped"}
+    # and the cluster stopped training them: no epoch is logged after the driver has gone (a group
+    # writes its epochs every 2 s or so; the driver was stopped once every run had written some)
+    epochs = [len(c.get_metric_history(r.info.run_id, "train_loss")) for r in jobs]
+    assert all(n > 0 for n in epochs)
+    time.sleep(4)
+    assert [len(c.get_metric_history(r.info.run_id, "train_loss")) for r in jobs] == epochs
+
+
 def test_the_sweep_benchmark_times_the_same_command_under_each_launcher(tmp_path):
     from lossbench.benchmark.sweep import bench_launchers, command
     from lossbench.errors import LossbenchError

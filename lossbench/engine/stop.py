@@ -1,11 +1,13 @@
-"""Ctrl-C or SIGTERM to a sweep whose jobs run in worker processes (joblib, a local Ray).
+"""Ctrl-C or SIGTERM to a sweep whose jobs run in worker processes (joblib, Ray).
 
 joblib answers an interrupt by killing its workers outright, so the runs they were
 training stayed RUNNING; a SIGTERM to the parent killed only the parent, and the workers
 trained on. Here the parent catches both signals first: it sends SIGTERM to every
 worker, whose run ends KILLED through the run's own handler, waits until the sweep has
 no RUNNING run left (or ``grace`` seconds), kills what is still there, settles any run
-whose process is gone, and only then lets the interrupt through.
+whose process is gone, and only then lets the interrupt through. The workers of a Ray
+cluster the driver attached to are not its processes: once the interrupt is through, the
+driver disconnects, which makes the cluster stop its tasks, and ends KILLED their runs.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -84,6 +87,22 @@ def stop_workers(uri: str, experiment: str, sweep_id: str, grace: float = 60.0) 
     tracking.settle_stuck(uri, tracking.sweep_runs(uri, experiment, sweep_id))
 
 
+def stop_ray_tasks(uri: str, experiment: str, sweep_id: str) -> None:
+    """Disconnect from Ray, which makes the cluster stop this driver's tasks, and end KILLED the runs
+    they were training: no signal of ours reached a cluster's workers. Not from a signal handler:
+    ``ray.shutdown`` there can wait forever on what the interrupted Ray call holds."""
+    from .. import schema as S
+    from .. import tracking
+
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return
+    ray.shutdown()
+    for r in tracking.sweep_runs(uri, experiment, sweep_id):
+        if r.info.status == "RUNNING":
+            tracking.Run(uri, r.info.run_id).end("KILLED", {S.TAG_SETTLED: "its sweep's driver was stopped"})
+
+
 @contextlib.contextmanager
 def workers_stop_cleanly(uri: str, experiment: str, sweep_id: str) -> Iterator[None]:
     """Around a launcher's launch: Ctrl-C or SIGTERM stop the workers cleanly, then interrupt."""
@@ -102,9 +121,12 @@ def workers_stop_cleanly(uri: str, experiment: str, sweep_id: str) -> Iterator[N
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
+    except KeyboardInterrupt:
+        stop_ray_tasks(uri, experiment, sweep_id)
+        raise
     finally:
         for s, h in old.items():
             signal.signal(s, h)
 
 
-__all__ = ["descendants", "stop_workers", "workers_stop_cleanly"]
+__all__ = ["descendants", "stop_ray_tasks", "stop_workers", "workers_stop_cleanly"]
