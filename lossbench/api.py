@@ -19,7 +19,6 @@ the call made or found already FINISHED. A user's mistake raises
 from __future__ import annotations
 
 import hashlib
-import re
 import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -28,36 +27,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import LossbenchError
+from .overrides import value_text
 
 if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["ChooseResult", "choose", "run", "sweep"]
 
-_SIMPLE = re.compile(r"^[\w./:@+-]*$")
-
-
 # --------------------------------------------------------------------------- overrides
-def _value(v: Any) -> str:
-    """A Python value as Hydra's override grammar writes it."""
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, Path):
-        v = str(v)
-    if isinstance(v, str):
-        return v if _SIMPLE.match(v) else "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    if isinstance(v, Mapping):
-        return "{" + ",".join(f"{k}:{_value(x)}" for k, x in v.items()) + "}"
-    if isinstance(v, list | tuple):
-        return "[" + ",".join(_value(x) for x in v) + "]"
-    raise LossbenchError(f"Cannot write {v!r} ({type(v).__name__}) as an override value; give a string, number, bool, "
-                         f"None, list or dict.")
-
-
 def overrides_from(args: Sequence[Any], kwargs: Mapping[str, Any], *, sweep: bool = False,
                    shortcuts: Iterable[str] = (), prefix: str = "") -> list[str]:
     """Overrides from positional strings (or lists of them) and keywords.
@@ -81,9 +58,9 @@ def overrides_from(args: Sequence[Any], kwargs: Mapping[str, Any], *, sweep: boo
         if sweep and isinstance(v, list | tuple | range):
             if not len(v):
                 raise LossbenchError(f"{key}: an empty list sweeps over nothing; give at least one value.")
-            out.append(f"{key}=" + ",".join(_value(x) for x in v))
+            out.append(f"{key}=" + ",".join(value_text(x) for x in v))
         else:
-            out.append(f"{key}={_value(v)}")
+            out.append(f"{key}={value_text(v)}")
     return out
 
 
@@ -269,7 +246,7 @@ def choose(df: pd.DataFrame, target: str = "y", *overrides: str | Sequence[str],
     if taken:
         raise LossbenchError(f"lossbench.choose reads the DataFrame as its data; drop {taken[0]!r} (name the column to "
                              f"predict with target=...).")
-    ov += ["data=csv", f"data.target={_value(str(target))}"]
+    ov += ["data=csv", f"data.target={value_text(str(target))}"]
     from .choose.flow import check_overrides
 
     check_overrides(ov)
@@ -278,7 +255,7 @@ def choose(df: pd.DataFrame, target: str = "y", *overrides: str | Sequence[str],
     if not path.is_file():
         out_dir.mkdir(parents=True, exist_ok=True)
         df.to_csv(path, index=False)
-    outcome = run_choose([*ov, f"data.path={_value(str(path.resolve()))}"])
+    outcome = run_choose([*ov, f"data.path={value_text(str(path.resolve()))}"])
     shortlist = pd.DataFrame([c.as_dict() for c in outcome.shortlist.candidates])
     runs = runs_frame(outcome.tracking_uri, outcome.run_ids) if outcome.results else pd.DataFrame(
         columns=["run_id", "experiment_id", "status"])

@@ -10,12 +10,15 @@ the search, which reads ``loss=a,b`` itself.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .errors import ParameterError, did_you_mean, unknown_name
 
+_SIMPLE = re.compile(r"^[\w./:@+-]*$")  # a string value that needs no quotes
 # config groups a user picks by name on the command line
 GROUPS = ("loss", "data", "model", "optimizer", "trainer", "scheduler", "experiment", "tracking")
 
@@ -25,6 +28,27 @@ def _parser() -> Any:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     return OverridesParser.create()
+
+
+def value_text(v: Any) -> str:
+    """A Python value as Hydra's override grammar writes it, to be read back as the same value:
+    ``null``, ``true``, numbers exactly (``repr``), a string quoted where it needs it, ``[a,b]``, ``{k:v}``."""
+    if v is None or isinstance(v, bool):
+        return json.dumps(v)
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, Path):
+        v = str(v)
+    if isinstance(v, str):
+        # in quotes Hydra reads a backslash as itself, except in a run before a quote or the end: double those
+        quoted = re.sub(r"(\\*)('|$)", lambda m: 2 * m[1] + "\\" * len(m[2]) + m[2], v)
+        return v if _SIMPLE.match(v) else f"'{quoted}'"
+    if isinstance(v, Mapping):
+        return "{" + ",".join(f"{k}:{value_text(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, list | tuple):
+        return "[" + ",".join(value_text(x) for x in v) + "]"
+    raise ParameterError(f"Cannot write {v!r} ({type(v).__name__}) as an override value; give a string, number, bool, "
+                         f"None, list or dict.")
 
 
 def is_override(arg: str) -> bool:

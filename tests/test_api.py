@@ -16,6 +16,16 @@ from lossbench.errors import LossbenchError
 SMALL = {"data": "regression_outliers", "data__n_samples": 200, "trainer__max_epochs": 2}
 
 
+def test_one_value_writer_for_every_override_hydra_reads_back_the_same_value():
+    from lossbench.overrides import parse, value_text
+
+    values = [None, True, False, 0, 3, 0.1, 1e-05, 12340.0, float("inf"), "mse", "my data.csv", "it's", "a\\b",
+              "C:\\my data\\", "a\\'b", [1, 2.5], {"name": "mse", "weight": 0.5, "params": {}}, [{"name": "l1", "weight": 1.0}]]
+    for v in values:
+        assert parse(f"loss.x={value_text(v)}").value() == v, v
+    assert value_text(None) == "null" and value_text(True) == "true" and value_text(0.1) == "0.1"
+
+
 def test_keywords_become_the_command_lines_overrides():
     assert overrides_from(["loss=huber"], {"data__outlier_fraction": 0.3, "model.hidden": [8, 8], "seed": 2}) == [
         "loss=huber", "data.outlier_fraction=0.3", "model.hidden=[8,8]", "seed=2"]

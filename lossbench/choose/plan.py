@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ParameterError
+from ..overrides import value_text
 
 
 def _defaults() -> dict[str, Any]:
@@ -50,7 +51,7 @@ class Setting:
 
     def overrides(self) -> list[str]:
         out = [f"loss={self.loss}"]
-        out += [f"loss.{k}={_override_value(v)}" for k, v in self.params.items()]
+        out += [f"loss.{k}={value_text(v)}" for k, v in self.params.items()]
         if self.lr is not None:
             out.append(f"optimizer.lr={self.lr:.4g}")
         return out
@@ -74,16 +75,6 @@ class Plan:
                f"{losses * self.requested_variants * len(self.seeds)} runs, over choose.budget={self.budget})"
                if self.variants < self.requested_variants else "")
         return (f"{losses} loss(es) x {self.variants} setting(s) x {len(self.seeds)} seeds = {self.n_runs} runs{cut}")
-
-
-def _override_value(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if isinstance(v, list | tuple):
-        return "[" + ",".join(_override_value(x) for x in v) + "]"
-    if isinstance(v, Mapping):
-        return "{" + ",".join(f"{k}:{_override_value(x)}" for k, x in v.items()) + "}"
-    return str(v)
 
 
 def radical_inverse(i: int, base: int) -> float:

@@ -130,10 +130,6 @@ def normalize_overrides(args: Sequence[str]) -> list[str]:
     return out
 
 
-def _override_value(v: Any) -> str:
-    return json.dumps(v) if v is None or isinstance(v, bool) else repr(v) if isinstance(v, float) else str(v)
-
-
 def loss_choices() -> list[str]:
     """The loss configs a search can name (``configs/loss/*.yaml``: losses and named variants)."""
     from ..configs import CONFIG_DIR
@@ -499,7 +495,7 @@ class _Judge:
 
 
 def _train_overrides(plan: LossPlan, params: Mapping[str, Any]) -> list[str]:
-    return [*plan.overrides, *(f"{k}={_override_value(v)}" for k, v in params.items())]
+    return [*plan.overrides, *(f"{k}={ov.value_text(v)}" for k, v in params.items())]
 
 
 def _run_trials(
