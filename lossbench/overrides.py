@@ -18,7 +18,7 @@ from typing import Any
 
 from .errors import ParameterError, did_you_mean, unknown_name
 
-_SIMPLE = re.compile(r"^[\w./:@+-]*$")  # a string value that needs no quotes
+_SIMPLE = re.compile(r"[\w./:@+-]+", re.ASCII)  # a string that may need no quotes (Hydra's lexer: ASCII)
 # config groups a user picks by name on the command line
 GROUPS = ("loss", "data", "model", "optimizer", "trainer", "scheduler", "experiment", "tracking")
 
@@ -32,7 +32,10 @@ def _parser() -> Any:
 
 def value_text(v: Any) -> str:
     """A Python value as Hydra's override grammar writes it, to be read back as the same value:
-    ``null``, ``true``, numbers exactly (``repr``), a string quoted where it needs it, ``[a,b]``, ``{k:v}``."""
+    ``null``, ``true``, numbers exactly (``repr``), ``[a,b]``, ``{k:v}``, and a string quoted
+    unless Hydra reads it bare as that same string (``'10'``, ``'true'``, ``'my data.csv'`` are quoted)."""
+    if type(v).__module__ == "numpy" and hasattr(v, "tolist"):  # a numpy scalar or array: its Python value
+        v = v.tolist()
     if v is None or isinstance(v, bool):
         return json.dumps(v)
     if isinstance(v, int | float):
@@ -40,15 +43,24 @@ def value_text(v: Any) -> str:
     if isinstance(v, Path):
         v = str(v)
     if isinstance(v, str):
+        if _SIMPLE.fullmatch(v) and _reads_back(v):
+            return v
         # in quotes Hydra reads a backslash as itself, except in a run before a quote or the end: double those
-        quoted = re.sub(r"(\\*)('|$)", lambda m: 2 * m[1] + "\\" * len(m[2]) + m[2], v)
-        return v if _SIMPLE.match(v) else f"'{quoted}'"
+        return "'" + re.sub(r"(\\*)('|\Z)", lambda m: 2 * m[1] + "\\" * len(m[2]) + m[2], v) + "'"
     if isinstance(v, Mapping):
         return "{" + ",".join(f"{k}:{value_text(x)}" for k, x in v.items()) + "}"
     if isinstance(v, list | tuple):
         return "[" + ",".join(value_text(x) for x in v) + "]"
     raise ParameterError(f"Cannot write {v!r} ({type(v).__name__}) as an override value; give a string, number, bool, "
                          f"None, list or dict.")
+
+
+def _reads_back(text: str) -> bool:
+    """Whether Hydra reads ``text``, bare, as that same string (not a number, bool or null)."""
+    try:
+        return parse(f"k={text}").value() == text
+    except ParameterError:
+        return False
 
 
 def is_override(arg: str) -> bool:

@@ -20,10 +20,18 @@ def test_one_value_writer_for_every_override_hydra_reads_back_the_same_value():
     from lossbench.overrides import parse, value_text
 
     values = [None, True, False, 0, 3, 0.1, 1e-05, 12340.0, float("inf"), "mse", "my data.csv", "it's", "a\\b",
-              "C:\\my data\\", "a\\'b", [1, 2.5], {"name": "mse", "weight": 0.5, "params": {}}, [{"name": "l1", "weight": 1.0}]]
+              "C:\\my data\\", "a\\'b", [1, 2.5], {"name": "mse", "weight": 0.5, "params": {}}, [{"name": "l1", "weight": 1.0}],
+              # strings Hydra would read bare as something else: numbers, bools, null; non-ASCII; a last newline
+              "10", "1e3", "-1", "true", "TRUE", "null", "NaN", "", "josé/données.csv", "abc\n", "a\\\n"]
     for v in values:
-        assert parse(f"loss.x={value_text(v)}").value() == v, v
+        got = parse(f"loss.x={value_text(v)}").value()
+        assert got == v and type(got) is type(v), v
     assert value_text(None) == "null" and value_text(True) == "true" and value_text(0.1) == "0.1"
+    assert value_text("mse") == "mse" and value_text("/data/my.csv") == "/data/my.csv"  # bare where that is safe
+    # numpy values, say from np.logspace, are written as the Python values they hold
+    np = pytest.importorskip("numpy")
+    assert [value_text(v) for v in (np.float64(0.5), np.int64(3), np.bool_(True), np.array([1.0, 2.0]))] == [
+        "0.5", "3", "true", "[1.0,2.0]"]
 
 
 def test_keywords_become_the_command_lines_overrides():

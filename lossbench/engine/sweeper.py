@@ -31,6 +31,7 @@ from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf
 
 from ..errors import LossbenchError
+from ..overrides import value_text
 from . import chunks, encode_members, engine_settings, pack, runs_per_job
 
 log = logging.getLogger("lossbench")
@@ -120,17 +121,12 @@ def absolute_uri(uri: str) -> str:
     return uri
 
 
-def _quoted(value: str) -> str:
-    """A value as a quoted Hydra override value (a path may hold spaces, commas or '=')."""
-    return "'" + value.replace("'", "\\'") + "'"
-
-
 def pin_tracking(overrides: Sequence[str], uri: str | None) -> list[str]:
     """The job's overrides with ``tracking.uri`` set to the store the driver resolved."""
     if uri is None:
         return list(overrides)
     kept = [o for o in overrides if o.lstrip("+").split("=", 1)[0] != "tracking.uri"]
-    return [*kept, f"tracking.uri={_quoted(uri)}"]
+    return [*kept, f"tracking.uri={value_text(uri)}"]
 
 
 class GroupingLauncher(Launcher):
@@ -195,7 +191,7 @@ class GroupingLauncher(Launcher):
         sizes.extend([1] * len(alone))
         if elsewhere:  # its job folders under the sweep folder this process made, not the worker's
             sweep_dir = os.path.abspath(str(self.sweeper.config.hydra.sweep.dir))
-            jobs = [[*job, f"hydra.sweep.dir={_quoted(sweep_dir)}"] for job in jobs]
+            jobs = [[*job, f"hydra.sweep.dir={value_text(sweep_dir)}"] for job in jobs]
         if any(s > 1 for s in sizes):
             log.info(
                 f"lossbench engine: {len(job_overrides)} jobs as {len(jobs)} group job(s) "
