@@ -87,20 +87,26 @@ def stop_workers(uri: str, experiment: str, sweep_id: str, grace: float = 60.0) 
     tracking.settle_stuck(uri, tracking.sweep_runs(uri, experiment, sweep_id))
 
 
-def stop_ray_tasks(uri: str, experiment: str, sweep_id: str) -> None:
+def stop_ray_tasks(uri: str, experiment: str, sweep_id: str, since: float) -> None:
     """Disconnect from Ray, which makes the cluster stop this driver's tasks, and end KILLED the runs
-    they were training: no signal of ours reached a cluster's workers. Not from a signal handler:
-    ``ray.shutdown`` there can wait forever on what the interrupted Ray call holds."""
+    they were training (the sweep's runs started since ``since``, a time): no signal of ours reached
+    a cluster's workers. Not from a signal handler: ``ray.shutdown`` there can wait forever on what
+    the interrupted Ray call holds. A failure here is logged: the interrupt stays an interrupt."""
     from .. import schema as S
     from .. import tracking
 
     ray = sys.modules.get("ray")
     if ray is None or not ray.is_initialized():
         return
-    ray.shutdown()
-    for r in tracking.sweep_runs(uri, experiment, sweep_id):
-        if r.info.status == "RUNNING":
-            tracking.Run(uri, r.info.run_id).end("KILLED", {S.TAG_SETTLED: "its sweep's driver was stopped"})
+    try:
+        ray.shutdown()
+        for r in tracking.sweep_runs(uri, experiment, sweep_id):
+            # a run of another sweep that shares this id started before this one (a minute's slack for clocks)
+            if r.info.status == "RUNNING" and r.info.start_time >= (since - 60) * 1000:
+                tracking.Run(uri, r.info.run_id).end("KILLED", {S.TAG_SETTLED: "its sweep's driver was stopped"})
+    except Exception as exc:  # noqa: BLE001 - the store unreachable, say
+        log.warning(f"Could not end the Ray tasks' runs: {type(exc).__name__}: {exc}. "
+                    f"List them with `python -m lossbench.runs --stuck`.")
 
 
 @contextlib.contextmanager
@@ -109,7 +115,7 @@ def workers_stop_cleanly(uri: str, experiment: str, sweep_id: str) -> Iterator[N
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    stopping = []
+    stopping, since = [], time.time()
 
     def handler(signum: int, frame: object) -> None:
         if stopping:  # a second Ctrl-C while stopping: stop at once
@@ -122,7 +128,7 @@ def workers_stop_cleanly(uri: str, experiment: str, sweep_id: str) -> Iterator[N
     try:
         yield
     except KeyboardInterrupt:
-        stop_ray_tasks(uri, experiment, sweep_id)
+        stop_ray_tasks(uri, experiment, sweep_id, since)
         raise
     finally:
         for s, h in old.items():
