@@ -206,7 +206,8 @@ def _artifact_location(uri: str, experiment_name: str) -> str | None:
     if db is None or db.name == ":memory:":
         return None
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", experiment_name)[:80]
-    return str(db.resolve().parent / "mlruns" / f"{safe}-{hashlib.sha1(experiment_name.encode()).hexdigest()[:8]}")
+    digest = hashlib.sha1(f"{db.name}/{experiment_name}".encode()).hexdigest()[:8]  # two stores in a folder: apart
+    return str(db.resolve().parent / "mlruns" / f"{safe}-{digest}")
 
 
 def _ensure_experiment(uri: str, experiment_name: str) -> str:

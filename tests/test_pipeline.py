@@ -101,7 +101,7 @@ def test_a_run_ends_once_and_the_first_status_stays(mlflow_uri):
 def test_artifacts_stay_beside_a_sqlite_store_whatever_folder_a_run_starts_in(mlflow_uri, tmp_path, monkeypatch):
     """MLflow would put a new experiment's artifacts in ./mlruns of the folder the process started in;
     lossbench keeps a SQLite store's beside it, so runs started from any folder write where the store is."""
-    store = tracking.sqlite_path(mlflow_uri).parent
+    store = tracking.sqlite_path(mlflow_uri).parent.resolve()
     monkeypatch.chdir(tmp_path)
     exp = tracking.ensure_experiment(mlflow_uri, "elsewhere: a/b")
     run = tracking.Run.start(mlflow_uri, exp, "r", {}, {})
@@ -117,7 +117,7 @@ def test_a_sqlite_uri_with_a_query_string_names_the_same_file(tmp_path):
     assert tracking.sqlite_path(uri) == db and tracking.sqlite_path("postgresql://h/db") is None
     exp = tracking.ensure_experiment(uri, "query")
     assert db.is_file() and not [p.name for p in db.parent.iterdir() if "?" in p.name]
-    assert Path(tracking.client(uri).get_experiment(exp).artifact_location).parent == db.parent / "mlruns"
+    assert Path(tracking.client(uri).get_experiment(exp).artifact_location).parent == db.parent.resolve() / "mlruns"
 
 
 @pytest.mark.parametrize("engine", ["sequential", "batched"])
