@@ -228,7 +228,6 @@ def choose(df: pd.DataFrame, target: str = "y", *overrides: str | Sequence[str],
     import pandas as pd
 
     from .choose.flow import compose, run_choose
-    from .configs import CONFIG_DIR
 
     if not isinstance(df, pd.DataFrame):
         raise LossbenchError(f"lossbench.choose takes a pandas DataFrame; got {type(df).__name__}. "
@@ -238,10 +237,9 @@ def choose(df: pd.DataFrame, target: str = "y", *overrides: str | Sequence[str],
 
         raise LossbenchError(f"target={target!r} is not a column of the DataFrame.{did_you_mean(target, map(str, df.columns))} "
                              f"Columns: {', '.join(map(str, df.columns))}.")
-    import yaml
+    from .choose.plan import DEFAULTS
 
-    options = set((yaml.safe_load((Path(CONFIG_DIR) / "choose.yaml").read_text()) or {}).get("choose", {}))
-    ov = overrides_from(overrides, kw, shortcuts=options, prefix="choose.")
+    ov = overrides_from(overrides, kw, shortcuts=set(DEFAULTS), prefix="choose.")
     taken = [o for o in ov if o.lstrip("+").startswith(("data=", "data.path=", "data.target="))]
     if taken:
         raise LossbenchError(f"lossbench.choose reads the DataFrame as its data; drop {taken[0]!r} (name the column to "

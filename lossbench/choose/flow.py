@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .. import schema
 from ..errors import LossbenchError
-from .plan import Plan, check_options, make_plan
+from .plan import DEFAULTS, Plan, check_options, make_plan
 from .shortlist import Shortlist, default_objective, shortlist
 
 log = logging.getLogger("lossbench")
@@ -87,8 +87,6 @@ def compose(overrides: Sequence[str], config_name: str = "choose") -> DictConfig
 def check_overrides(overrides: Sequence[str]) -> None:
     """What the command line checks before Hydra starts (group names, setting names, with a
     did-you-mean), plus choose's own: its options' names, no loss, no sweep."""
-    import yaml
-
     from ..configs import CONFIG_DIR
     from ..errors import ParameterError, did_you_mean
     from ..overrides import check_choices, check_keys, is_override
@@ -96,7 +94,7 @@ def check_overrides(overrides: Sequence[str]) -> None:
     overrides = [o for o in overrides if is_override(o)]
     check_choices(list(overrides), CONFIG_DIR)
     check_keys(list(overrides), CONFIG_DIR)
-    known = list((yaml.safe_load((Path(CONFIG_DIR) / "choose.yaml").read_text(encoding="utf-8")) or {})["choose"])
+    known = list(DEFAULTS)
     for o in overrides:
         key = o.lstrip("+~").split("=", 1)[0]
         if key.startswith("choose.") and key.split(".")[1] not in known:
