@@ -55,6 +55,7 @@ def value_text(v: Any) -> str:
                          f"None, list or dict.")
 
 
+@functools.lru_cache(maxsize=4096)  # a sweep writes the same folder and store into every job
 def _reads_back(text: str) -> bool:
     """Whether Hydra reads ``text``, bare, as that same string (not a number, bool or null)."""
     try:
