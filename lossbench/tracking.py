@@ -563,7 +563,8 @@ def sweep_runs(uri: str, experiment_name: str, sweep_id: str) -> list[Any]:
     exp = c.get_experiment_by_name(experiment_name)
     if exp is None:
         return []
-    runs = c.search_runs([exp.experiment_id], filter_string=f"tags.{S.TAG_SWEEP} = '{sweep_id}'", max_results=50000)
+    runs = c.search_runs([exp.experiment_id], filter_string=f"tags.{S.TAG_SWEEP} = {filter_value(sweep_id)}",
+                       max_results=50000)
     return [r for r in runs if S.TAG_KIND not in r.data.tags]  # the jobs' runs, not the sweep's parent
 
 
